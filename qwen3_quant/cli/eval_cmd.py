@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def resolve_path_or_model(spec: str) -> Path:
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    from ..sources import resolve_model
+
+    return resolve_model(spec).path
+
+
+def load_dataset_text(name: str) -> Path:
+    """``wikitext2`` through the ``datasets`` library (online), saved as a text file in the cache."""
+    from ..errors import UsageError, require
+    from ..eval.reference import cache_root
+    from ..io import atomic_write_text
+
+    if name.lower() not in ("wikitext2", "wikitext-2"):
+        raise UsageError(f"unknown dataset '{name}'", hint="use wikitext2, or --text FILE")
+    ds = require("datasets", "datasets")
+    out = cache_root() / "datasets" / "wikitext-2-raw-v1-test.txt"
+    if not out.is_file():
+        rows = ds.load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1", split="test")
+        atomic_write_text(out, "\n\n".join(rows["text"]))
+    return out
+
+
+@click.command("eval")
+@click.argument("target")
+@click.option(
+    "--base", help="Unquantised model to compare with (default: the source in the artifact's manifest)."
+)
+@click.option(
+    "--text",
+    "text",
+    help="Evaluation text: a UTF-8 file, 'wikitext2' (shared data file) or "
+    "'builtin:pydoc' (default, ships with Python).",
+)
+@click.option("--dataset", help="Evaluation text from the datasets library when online: wikitext2.")
+@click.option(
+    "--ctx", type=click.IntRange(2), help="Window length in tokens (default 2048, capped by the model)."
+)
+@click.option("--max-tokens", type=click.IntRange(2), help="Score only the first N tokens of the text.")
+@click.option("--variant", help="One variant of a multi-variant artifact folder (e.g. Q4_K_M).")
+@click.option(
+    "--speed/--no-speed", default=True, show_default=True, help="Measure prefill and decode tokens/s."
+)
+@click.option("--prompt-tokens", default=512, show_default=True, type=click.IntRange(1))
+@click.option("--decode-tokens", default=64, show_default=True, type=click.IntRange(2))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for the runtime.")
+@click.option(
+    "--gate",
+    "gate_opts",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Gate override: ppl=<max %% increase>, kld=<max mean>, top1=<min agreement>, or off.",
+)
+@click.option(
+    "--isolate/--no-isolate",
+    default=False,
+    show_default=True,
+    help="Score the artifact in a fresh process for a clean peak-memory figure.",
+)
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the results as JSON here (default: eval-<name>.json).",
+)
+def eval_(
+    target: str,
+    base: str | None,
+    text: str | None,
+    dataset: str | None,
+    ctx: int | None,
+    max_tokens: int | None,
+    variant: str | None,
+    speed: bool,
+    prompt_tokens: int,
+    decode_tokens: int,
+    repeats: int,
+    threads: int | None,
+    gate_opts: tuple[str, ...],
+    isolate: bool,
+    json_out: Path | None,
+) -> None:
+    """Evaluate TARGET (a model name, Hub id, folder, .gguf file or artifact folder): perplexity on a
+    fixed protocol, KL divergence against the unquantised model, prefill/decode tokens/s, peak memory."""
+    from ..errors import UsageError
+    from ..eval.evaluate import EvalOptions, eval_targets, evaluate
+    from ..eval.gates import default_gates, parse_gate_overrides
+    from .console import console, progress_bar, write_json
+    from .report_tables import eval_table
+
+    if text and dataset:
+        raise UsageError("--text and --dataset both given", hint="pass one of them")
+    if dataset:
+        text = str(load_dataset_text(dataset))
+    overrides = parse_gate_overrides(gate_opts)
+    path = resolve_path_or_model(target)
+    base_path = resolve_path_or_model(base) if base else None
+    opts = EvalOptions(
+        text=text,
+        ctx=ctx,
+        max_tokens=max_tokens,
+        speed=speed,
+        prompt_tokens=prompt_tokens,
+        decode_tokens=decode_tokens,
+        repeats=repeats,
+        threads=threads,
+        isolate=isolate,
+    )
+    results = []
+    prog, update = progress_bar()
+    with prog:
+        for t in eval_targets(path, variant):
+            gates = (
+                default_gates(_nominal_bits(t)).with_overrides(overrides)
+                if (base_path or t.manifest_dir)
+                else None
+            )
+            results.append(evaluate(t, base=base_path, options=opts, gates=gates, progress=update))
+    console().print(eval_table(results))
+    name = path.stem if path.is_file() else path.name
+    out = json_out or Path(f"eval-{name}.json")
+    write_json(out, {"results": [r.to_dict() for r in results]})
+    console().print(f"JSON: {out}", style="dim")
+    if any(r.passed is False for r in results):
+        raise SystemExit(3)
+
+
+def _nominal_bits(target) -> int:
+    """Bits per weight of an artifact variant, from its manifest recipe (16 when unknown)."""
+    from ..artifact import load_manifest_or_none
+
+    if target.manifest_dir is None:
+        return 16
+    m = load_manifest_or_none(target.manifest_dir) or {}
+    v = (m.get("variants") or {}).get(target.variant or "", {})
+    return int((v.get("recipe") or {}).get("bits", 16))

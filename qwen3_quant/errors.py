@@ -1,0 +1,81 @@
+"""Typed exceptions. Library code raises these; only the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class Qwen3QuantError(Exception):
+    """Base class. ``str(err)`` is one line naming the problem; ``hint`` names the fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(Qwen3QuantError):
+    """A bad option or combination of options."""
+
+    exit_code = 2
+
+
+class UnknownModelError(UsageError):
+    pass
+
+
+class UnknownFormatError(UsageError):
+    pass
+
+
+class MissingFileError(Qwen3QuantError):
+    pass
+
+
+class CheckpointError(Qwen3QuantError):
+    """A model folder that is not a usable Qwen3 / Qwen3-MoE checkpoint."""
+
+
+class DependencyMissingError(Qwen3QuantError):
+    """An optional dependency (an extra) is not installed."""
+
+
+class DiskFullError(Qwen3QuantError):
+    pass
+
+
+class ArtifactExistsError(Qwen3QuantError):
+    pass
+
+
+class DownloadError(Qwen3QuantError):
+    pass
+
+
+class RuntimeLoadError(Qwen3QuantError):
+    """An artifact failed to load in its runtime."""
+
+
+class ValidationFailedError(Qwen3QuantError):
+    """An artifact failed a validation gate."""
+
+    exit_code = 3
+
+
+class PublishError(Qwen3QuantError):
+    pass
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise a one-line error naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DependencyMissingError(
+            f"{module} is not installed ({exc})", hint=f"pip install 'qwen3-quant[{extra}]'"
+        ) from exc

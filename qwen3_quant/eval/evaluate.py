@@ -1,0 +1,293 @@
+"""Evaluate a model or artifact in its runtime: perplexity, KLD against the unquantised model,
+prefill/decode throughput, peak memory, and the gates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import host_description, load_manifest_or_none
+from ..checkpoint import fingerprint
+from ..errors import UsageError
+from ..textdata import load_eval_text
+from . import metrics
+from .gates import Gates, check_gates
+from .protocol import PROTOCOL_VERSION, effective_ctx, make_windows, text_sha256
+from .reference import (
+    DEFAULT_TOPK,
+    Scores,
+    cache_root,
+    load_reference,
+    reference_path,
+    save_reference,
+    score_windows,
+)
+from .runner import detect_runtime, open_runner
+from .speed import PeakRSS, measure_speed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalOptions:
+    text: str | None = None  # builtin:pydoc (default), wikitext2, or a file path
+    ctx: int | None = None  # default 2048, capped by the model
+    max_tokens: int | None = None
+    topk: int = DEFAULT_TOPK
+    speed: bool = True
+    prompt_tokens: int = 512
+    decode_tokens: int = 64
+    repeats: int = 3
+    threads: int | None = None
+    reference_dir: Path | None = None
+    isolate: bool = False  # score the artifact in a fresh process (clean peak-memory figure)
+    runtime: str | None = None
+
+
+@dataclass
+class EvalResult:
+    artifact: str
+    runtime: str
+    base: str | None
+    text: str
+    text_sha256: str
+    protocol: int
+    ctx: int
+    tokens: int
+    tokens_scored: int
+    windows: int
+    perplexity: float
+    base_perplexity: float | None = None
+    ppl_increase_pct: float | None = None
+    kld_mean: float | None = None
+    kld_median: float | None = None
+    kld_p99: float | None = None
+    top1_agreement: float | None = None
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    prompt_tokens: int | None = None
+    decode_tokens: int | None = None
+    peak_rss_bytes: int | None = None
+    load_seconds: float | None = None
+    eval_seconds: float | None = None
+    hardware: str = field(default_factory=host_description)
+    variant: str | None = None
+    gates: list[dict] = field(default_factory=list)
+    passed: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    path: Path  # what the runtime loads
+    runtime: str
+    variant: str | None
+    manifest_dir: Path | None
+
+
+def eval_targets(
+    path: str | Path, variant: str | None = None, runtime: str | None = None
+) -> list[EvalTarget]:
+    """An artifact folder with several variants (GGUF types) gives one target per variant."""
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    manifest = load_manifest_or_none(folder)
+    if manifest and p.is_dir() and manifest["format"] == "gguf":
+        names = [variant] if variant else list(manifest["variants"])
+        missing = [n for n in names if n not in manifest["variants"]]
+        if missing:
+            raise UsageError(
+                f"{p} has no variant {missing[0]}", hint="variants: " + ", ".join(manifest["variants"])
+            )
+        return [EvalTarget(p / manifest["variants"][n]["files"][0], "llama.cpp", n, p) for n in names]
+    if manifest:
+        names = [n for n, v in manifest["variants"].items() if p.is_dir() or p.name in v["files"]]
+        return [EvalTarget(p, runtime or detect_runtime(p), variant or (names[0] if names else None), folder)]
+    return [EvalTarget(p, runtime or detect_runtime(p), variant, None)]
+
+
+def base_of(target: EvalTarget) -> Path | None:
+    """The unquantised model an artifact was made from, as its manifest records it."""
+    if target.manifest_dir is None:
+        return target.path if target.runtime == "transformers" else None
+    src = (load_manifest_or_none(target.manifest_dir) or {}).get("source") or {}
+    p = Path(src["path"]) if src.get("path") else None
+    return p if p and p.is_dir() else None
+
+
+def _tokenize(tok_dir: Path, text: str, max_tokens: int | None) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    ids = np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    return ids[:max_tokens] if max_tokens else ids
+
+
+def _model_max_context(folder: Path) -> int:
+    import json
+
+    cfg = json.loads((folder / "config.json").read_text())
+    return int((cfg.get("text_config") or cfg).get("max_position_embeddings") or 2048)
+
+
+def get_reference(
+    base: Path,
+    tokens: np.ndarray,
+    text_sha: str,
+    ctx: int,
+    k: int,
+    ref_dir: Path | None,
+    threads: int | None = None,
+    progress=None,
+) -> Scores:
+    """Load the base model's stored top-k log-probabilities, computing and storing them once."""
+    path = reference_path(
+        ref_dir or cache_root() / "reference", fingerprint(base), text_sha, ctx, k, len(tokens)
+    )
+    ref = load_reference(path)
+    if ref is None:
+        windows = make_windows(len(tokens), ctx)
+        with open_runner(base, ctx=ctx, threads=threads, runtime="transformers") as runner:
+            ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress)
+        save_reference(path, ref)
+        log.info("stored reference log-probabilities in %s", path)
+    return ref
+
+
+def _artifact_phase(
+    target: EvalTarget, tokens: np.ndarray, ctx: int, ref: Scores | None, opts: EvalOptions, progress=None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    windows = make_windows(len(tokens), ctx)
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        runner = open_runner(target.path, ctx=ctx, threads=opts.threads, runtime=target.runtime)
+        out["load_seconds"] = time.perf_counter() - t0
+        try:
+            scores = score_windows(runner, tokens, windows, ref=ref, progress=progress)
+            out["nll"] = scores.nll
+            out["kld"], out["top1_same"] = scores.kld, scores.top1_same
+            if opts.speed:
+                n_prompt = max(1, min(opts.prompt_tokens, ctx - opts.decode_tokens, len(tokens)))
+                sp = measure_speed(runner, tokens[:n_prompt].tolist(), opts.decode_tokens, opts.repeats)
+                out["speed"] = sp
+        finally:
+            runner.close()
+        out["eval_seconds"] = time.perf_counter() - t0
+    out["peak_rss_bytes"] = rss.peak
+    return out
+
+
+def _isolated_phase(*args) -> dict[str, Any]:
+    import resource
+
+    out = _artifact_phase(*args)
+    out["peak_rss_bytes"] = max(
+        out["peak_rss_bytes"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return out
+
+
+def evaluate(
+    target: EvalTarget | str | Path,
+    *,
+    base: str | Path | None = None,
+    options: EvalOptions | None = None,
+    gates: Gates | None = None,
+    progress=None,
+) -> EvalResult:
+    """Evaluate one target. ``base`` defaults to the source recorded in the artifact's manifest."""
+    opts = options or EvalOptions()
+    if not isinstance(target, EvalTarget):
+        targets = eval_targets(target, runtime=opts.runtime)
+        if len(targets) != 1:
+            raise UsageError(
+                f"{target} holds {len(targets)} variants", hint="evaluate them with eval_targets()"
+            )
+        target = targets[0]
+    base_path = Path(base) if base else base_of(target)
+    text_name, text = load_eval_text(opts.text)
+    sha = text_sha256(text)
+    tok_dir = base_path or (target.path if target.path.is_dir() else None)
+    if tok_dir is None:
+        raise UsageError(
+            f"no tokenizer for {target.path.name}", hint="pass --base with the unquantised model folder"
+        )
+    tokens = _tokenize(tok_dir, text, opts.max_tokens)
+    model_max = _model_max_context(tok_dir) if (tok_dir / "config.json").is_file() else opts.ctx or 2048
+    ctx = effective_ctx(opts.ctx, model_max)
+    windows = make_windows(len(tokens), ctx)
+    if not windows:
+        raise UsageError(
+            f"the text '{text_name}' gives fewer than 2 tokens", hint="evaluate on a longer text"
+        )
+    ref = (
+        get_reference(base_path, tokens, sha, ctx, opts.topk, opts.reference_dir, opts.threads, progress)
+        if base_path
+        else None
+    )
+    args = (target, tokens, ctx, ref, opts)
+    if opts.isolate:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            art = pool.submit(_isolated_phase, *args).result()
+    else:
+        art = _artifact_phase(*args, progress=progress)
+    res = EvalResult(
+        artifact=str(target.path),
+        runtime=target.runtime,
+        base=str(base_path) if base_path else None,
+        text=text_name,
+        text_sha256=sha,
+        protocol=PROTOCOL_VERSION,
+        ctx=ctx,
+        tokens=int(len(tokens)),
+        tokens_scored=int(len(art["nll"])),
+        windows=len(windows),
+        perplexity=metrics.perplexity(art["nll"]),
+        peak_rss_bytes=int(art["peak_rss_bytes"]),
+        load_seconds=art["load_seconds"],
+        eval_seconds=art["eval_seconds"],
+        variant=target.variant,
+    )
+    if ref is not None:
+        res.base_perplexity = ref.perplexity
+        res.ppl_increase_pct = metrics.ppl_delta_pct(res.perplexity, ref.perplexity)
+        s = metrics.summarise_kld(art["kld"], art["top1_same"])
+        res.kld_mean, res.kld_median, res.kld_p99, res.top1_agreement = (
+            s.mean,
+            s.median,
+            s.p99,
+            s.top1_agreement,
+        )
+    if "speed" in art:
+        sp = art["speed"]
+        res.prefill_tps, res.decode_tps = sp.prefill_tps, sp.decode_tps
+        res.prompt_tokens, res.decode_tokens = sp.prompt_tokens, sp.decode_tokens
+    if gates is not None:
+        results = check_gates(
+            gates,
+            ppl_increase_pct=res.ppl_increase_pct,
+            kld_mean=res.kld_mean,
+            top1_agreement=res.top1_agreement,
+        )
+        res.gates = [asdict(g) for g in results]
+        res.passed = all(g.passed for g in results)
+    return res
+
+
+def perplexity_only(model_dir: str | Path, text: str, *, ctx: int) -> Scores:
+    """Perplexity of an unquantised folder on a text, on the fixed protocol (used by scripts)."""
+    tokens = _tokenize(Path(model_dir), text, None)
+    with open_runner(Path(model_dir), ctx=ctx, runtime="transformers") as runner:
+        return score_windows(runner, tokens, make_windows(len(tokens), ctx))

@@ -1,0 +1,94 @@
+"""Scoring windows, and the on-disk store of the unquantised model's top-k log-probabilities.
+
+The reference is computed once per (model, text, ctx, k, token count) and reused for every
+artifact of that model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_output
+from . import metrics
+from .protocol import PROTOCOL_VERSION, Window
+
+log = logging.getLogger(__name__)
+DEFAULT_TOPK = 32
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("QWEN3_QUANT_CACHE", Path.home() / ".cache" / "qwen3-quant"))
+
+
+@dataclass
+class Scores:
+    nll: np.ndarray  # [n_scored]
+    kld: np.ndarray | None = None
+    top1_same: np.ndarray | None = None
+    topk_idx: np.ndarray | None = None
+    topk_lp: np.ndarray | None = None
+
+    @property
+    def perplexity(self) -> float:
+        return metrics.perplexity(self.nll)
+
+
+def score_windows(
+    runner,
+    tokens: np.ndarray,
+    windows: list[Window],
+    *,
+    ref: Scores | None = None,
+    keep_topk: int = 0,
+    progress=None,
+) -> Scores:
+    """Run each window through ``runner``; compare with ``ref`` when given; keep top-k when asked."""
+    nll, kld, same, tk_i, tk_l = [], [], [], [], []
+    off = 0
+    for i, w in enumerate(windows):
+        ids = tokens[w.start : w.end]
+        logits = runner.logits(ids.tolist())
+        lp = metrics.log_softmax(logits[:-1])
+        targets = ids[1:]
+        nll.append(-metrics.target_logprobs(lp, targets))
+        if ref is not None:
+            r_i, r_l = ref.topk_idx[off : off + w.scored], ref.topk_lp[off : off + w.scored]
+            kld.append(metrics.kld_topk(r_i, r_l, lp))
+            same.append(lp.argmax(axis=-1) == r_i[:, 0])
+        if keep_topk:
+            a, b = metrics.topk(lp, keep_topk)
+            tk_i.append(a)
+            tk_l.append(b)
+        off += w.scored
+        if progress:
+            progress("scoring windows", i + 1, len(windows))
+
+    def cat(xs):
+        return np.concatenate(xs) if xs else None
+
+    return Scores(np.concatenate(nll) if nll else np.zeros(0), cat(kld), cat(same), cat(tk_i), cat(tk_l))
+
+
+def reference_path(ref_dir: Path, model_fp: str, text_sha: str, ctx: int, k: int, n_tokens: int) -> Path:
+    return Path(ref_dir) / f"ref-v{PROTOCOL_VERSION}-{model_fp}-{text_sha[:16]}-ctx{ctx}-k{k}-n{n_tokens}.npz"
+
+
+def load_reference(path: Path) -> Scores | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as d:
+            return Scores(nll=d["nll"], topk_idx=d["topk_idx"], topk_lp=d["topk_lp"])
+    except (OSError, ValueError, KeyError) as exc:  # a damaged cache entry is recomputed
+        log.warning("ignoring unreadable reference %s (%s)", path, exc)
+        return None
+
+
+def save_reference(path: Path, scores: Scores) -> None:
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, nll=scores.nll.astype(np.float32), topk_idx=scores.topk_idx, topk_lp=scores.topk_lp)

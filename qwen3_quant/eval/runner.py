@@ -1,0 +1,112 @@
+"""The runner interface every runtime implements, and the registry of runners keyed by runtime."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import MissingFileError, UsageError
+
+RUNNERS: dict[str, str] = {
+    "transformers": "qwen3_quant.eval.transformers_runner:TransformersRunner",
+    "gptqmodel": "qwen3_quant.formats.gptqmodel.runner:GPTQModelRunner",
+    "llama.cpp": "qwen3_quant.formats.gguf.runner:LlamaCppRunner",
+    "onnxruntime": "qwen3_quant.formats.onnx.runner:OnnxRuntimeRunner",
+}
+
+
+@dataclass(frozen=True)
+class GenerationTiming:
+    prompt_tokens: int
+    new_tokens: int
+    prefill_seconds: float
+    decode_seconds: float  # for new_tokens - 1 decode steps after the token the prefill produced
+    tokens: tuple[int, ...]
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds > 0 else float("nan")
+
+    @property
+    def decode_tps(self) -> float:
+        steps = self.new_tokens - 1
+        return steps / self.decode_seconds if steps > 0 and self.decode_seconds > 0 else float("nan")
+
+
+class Runner(ABC):
+    """Loads one artifact in its runtime. ``logits`` scores one window from an empty cache;
+    ``generate`` decodes greedily with the runtime's KV cache and times prefill and decode."""
+
+    runtime: ClassVar[str]
+
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
+        self.path = Path(path)
+        self.ctx = ctx
+        self.threads = threads
+
+    @property
+    @abstractmethod
+    def max_context(self) -> int: ...
+
+    @abstractmethod
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """float32 ``[len(ids), n_vocab_rows]``."""
+
+    @abstractmethod
+    def generate(self, prompt_ids: Sequence[int], new_tokens: int) -> GenerationTiming: ...
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError(f"{self.runtime} runner has no tokenizer of its own")
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def detect_runtime(path: Path) -> str:
+    """Which runtime serves an artifact: a .gguf file, an ONNX folder, a (quantised) HF folder."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(
+            f"artifact not found: {p}", hint="pass a model folder, a .gguf file or an artifact folder"
+        )
+    if p.is_file():
+        if p.suffix == ".gguf":
+            return "llama.cpp"
+        raise UsageError(
+            f"cannot tell which runtime serves {p.name}", hint="pass a .gguf file or a model folder"
+        )
+    if (p / "genai_config.json").is_file() or any(p.glob("*.onnx")):
+        return "onnxruntime"
+    cfg = p / "config.json"
+    if cfg.is_file():
+        qc = json.loads(cfg.read_text()).get("quantization_config") or {}
+        return "gptqmodel" if qc.get("quant_method") in ("gptq", "awq") else "transformers"
+    raise UsageError(
+        f"{p} is neither a model folder nor an artifact",
+        hint="pass a folder with config.json, an ONNX folder or a .gguf file",
+    )
+
+
+def runner_class(runtime: str) -> type[Runner]:
+    if runtime not in RUNNERS:
+        raise UsageError(f"unknown runtime '{runtime}'", hint="one of: " + ", ".join(RUNNERS))
+    module, attr = RUNNERS[runtime].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def open_runner(path: Path, *, ctx: int, threads: int | None = None, runtime: str | None = None) -> Runner:
+    runtime = runtime or detect_runtime(path)
+    return runner_class(runtime)(Path(path), ctx=ctx, threads=threads)

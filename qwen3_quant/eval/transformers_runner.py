@@ -1,0 +1,108 @@
+"""The reference runner: transformers on the CPU, fp32 compute."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RuntimeLoadError
+from .runner import GenerationTiming, Runner
+
+log = logging.getLogger(__name__)
+
+
+def check_loading_info(path: Path, info: dict) -> None:
+    """Fail on any missing or unexpected weight: a model with silently re-initialised weights
+    still gives finite logits, so this is the only reliable signal at load time."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = list(info.get("mismatched_keys") or [])
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} with mismatched shapes")
+        raise RuntimeLoadError(
+            f"{path.name}: weights did not load cleanly: " + "; ".join(parts),
+            hint="the runtime would run this model with randomly initialised weights",
+        )
+
+
+class TransformersRunner(Runner):
+    runtime = "transformers"
+    compute_dtype = "float32"
+
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
+        super().__init__(path, ctx=ctx, threads=threads)
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = self._load()
+        self.model.eval()
+
+    def _load(self):
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        try:
+            model, info = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=getattr(self.torch, self.compute_dtype), output_loading_info=True
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RuntimeLoadError(
+                f"transformers could not load {self.path}: {exc}".splitlines()[0],
+                hint="check the folder with `qwen3-quant check`",
+            ) from exc
+        check_loading_info(self.path, info)
+        # transformers >= 5.2x names the KV cache argument `cache`; older releases `past_key_values`
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        return model
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        t = self.torch
+        with t.inference_mode():
+            out = self.model(input_ids=t.tensor([list(ids)], dtype=t.long), use_cache=False)
+        return out.logits[0].float().numpy()
+
+    def generate(self, prompt_ids: Sequence[int], new_tokens: int) -> GenerationTiming:
+        t = self.torch
+        produced: list[int] = []
+        with t.inference_mode():
+            t0 = time.perf_counter()
+            out = self.model(input_ids=t.tensor([list(prompt_ids)], dtype=t.long), use_cache=True)
+            nxt = int(out.logits[0, -1].argmax())
+            t1 = time.perf_counter()
+            produced.append(nxt)
+            past = _returned_cache(out)
+            for _ in range(new_tokens - 1):
+                out = self.model(
+                    input_ids=t.tensor([[nxt]], dtype=t.long), use_cache=True, **{self._cache_kw: past}
+                )
+                past = _returned_cache(out)
+                nxt = int(out.logits[0, -1].argmax())
+                produced.append(nxt)
+            t2 = time.perf_counter()
+        return GenerationTiming(len(prompt_ids), len(produced), t1 - t0, t2 - t1, tuple(produced))
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _returned_cache(out):
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)

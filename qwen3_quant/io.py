@@ -1,0 +1,140 @@
+"""Safe file output: temporary names renamed when complete, free-space checks, checksums."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactExistsError, DiskFullError
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+def free_bytes(path: Path) -> int:
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def ensure_free_space(
+    path: Path, needed: int, *, what: str = "write the output", margin: float = 1.05
+) -> None:
+    """Raise :class:`DiskFullError` before heavy work when ``path``'s disk cannot hold ``needed`` bytes."""
+    free = free_bytes(path)
+    if free < needed * margin:
+        raise DiskFullError(
+            f"not enough disk space to {what}: needs about {human_bytes(needed)}, {human_bytes(free)} free at {path}",
+            hint="free some space or choose another output folder",
+        )
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """Turn ENOSPC / EDQUOT raised while writing into a one-line :class:`DiskFullError`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"the disk filled up while writing {path}",
+                hint="free some space and rerun; the unfinished output was not kept",
+            ) from exc
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    try:
+        with disk_errors(path), os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def partial_path(final: Path) -> Path:
+    final = Path(final)
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def check_overwrite(final: Path, overwrite: bool) -> None:
+    if Path(final).exists() and not overwrite:
+        raise ArtifactExistsError(f"{final} already exists", hint="pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, *, overwrite: bool = False, keep_partial: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path (file or folder) to write; rename it to ``final`` on success.
+
+    A failure leaves ``final`` untouched. With ``keep_partial`` the temporary output survives a
+    failure so that a rerun can resume from it; otherwise it is removed.
+    """
+    final = Path(final)
+    check_overwrite(final, overwrite)
+    tmp = partial_path(final)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with disk_errors(final):
+            yield tmp
+    except BaseException:
+        if not keep_partial:
+            remove_path(tmp)
+        raise
+    if final.exists():
+        remove_path(final)
+    os.replace(tmp, final)
+
+
+def remove_path(p: Path) -> None:
+    p = Path(p)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dir_size(path: Path) -> int:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

@@ -1,0 +1,83 @@
+"""``quantize()``: one model to one format, then validation of every variant in its runtime."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import inspect_checkpoint
+from .errors import DependencyMissingError, UsageError
+from .eval.evaluate import EvalOptions, EvalResult
+from .formats import get_format
+from .formats.base import Progress, no_progress
+from .io import ensure_free_space
+from .sources import resolve_model
+
+log = logging.getLogger(__name__)
+DEFAULT_OUT = Path("qwen3-quant-out")
+
+
+@dataclass
+class QuantizeResult:
+    artifact_dir: Path
+    format: str
+    variants: list[str]
+    validations: list[EvalResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool | None:
+        if not self.validations:
+            return None
+        return all(v.passed is not False for v in self.validations)
+
+
+def quantize(
+    model: str,
+    fmt: str,
+    *,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    validate: bool = True,
+    eval_options: EvalOptions | None = None,
+    gate_overrides: dict[str, float | None] | None = None,
+    revision: str | None = None,
+    progress: Progress = no_progress,
+    **options: Any,
+) -> QuantizeResult:
+    """Quantise ``model`` (catalog name, Hub id or folder) to ``fmt`` with format ``options``.
+
+    Options are checked before the model is downloaded or loaded. The artifact goes to
+    ``out_dir`` (default ``qwen3-quant-out/<artifact name>``).
+    """
+    f = get_format(fmt)
+    if not f.implemented:
+        raise UsageError(f"format {f.name} cannot quantise yet", hint="see `qwen3-quant quantize --help`")
+    config = f.parse_options({k: v for k, v in options.items() if v is not None})
+    if not f.available():
+        raise DependencyMissingError(
+            f"the {f.name} format's libraries are not installed", hint=f"pip install 'qwen3-quant[{f.extra}]'"
+        )
+    src = resolve_model(model, revision=revision)
+    info = inspect_checkpoint(src.path)
+    dest = Path(out_dir) if out_dir else DEFAULT_OUT / f.artifact_name(src.name, config)
+    need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
+    ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")
+    variants = f.quantize(src, info, config, dest, overwrite=overwrite, progress=progress)
+    result = QuantizeResult(dest, f.name, variants)
+    if validate:
+        from .validate import validate_artifact
+
+        for v in variants:
+            result.validations += validate_artifact(
+                dest, v, options=eval_options, gate_overrides=gate_overrides, progress=progress
+            )
+    return result
+
+
+def command_line() -> str:
+    """The command that is running, for manifests and model cards (no secrets are ever passed as args)."""
+    return " ".join(["qwen3-quant", *map(shlex.quote, sys.argv[1:])]) if sys.argv else ""

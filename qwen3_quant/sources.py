@@ -1,0 +1,140 @@
+"""Resolving a model argument: a catalog name, a Hub repo id (``org/name[@revision]``) or a local folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import catalog
+from .errors import DownloadError, MissingFileError, UnknownModelError
+from .io import ensure_free_space
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# what a quantiser needs from a Hub repo: configs, weights, tokenizer, template, license
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "LICENSE*", "README.md"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str  # what the user asked for
+    path: Path  # local folder
+    name: str  # short name for artifacts: Qwen3-8B, Qwen3-Micro, my-finetune
+    hub_id: str | None = None  # where it came from, for model cards
+    revision: str | None = None
+    catalog_name: str | None = None
+    is_base: bool = False
+
+    @property
+    def base_model(self) -> str:
+        return self.hub_id or self.name
+
+
+def _split_revision(spec: str, revision: str | None) -> tuple[str, str | None]:
+    if "@" in spec and not Path(spec).exists():
+        spec, _, rev = spec.partition("@")
+        return spec, revision or rev or None
+    return spec, revision
+
+
+def resolve_model(
+    spec: str, *, revision: str | None = None, cache_dir: str | Path | None = None, download: bool = True
+) -> ModelSource:
+    """Turn a model argument into a local folder, downloading from the Hub when needed.
+
+    Nothing heavy happens here except the download; call :func:`checkpoint.inspect_checkpoint`
+    on ``.path`` to validate the checkpoint.
+    """
+    raw = spec
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        return ModelSource(raw, local.resolve(), local.resolve().name, revision=revision)
+    if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec:
+        raise MissingFileError(f"model folder not found: {local}", hint="pass an existing checkpoint folder")
+    bundled = catalog.bundled_lookup(spec)
+    if bundled is not None:
+        if not bundled.is_dir():
+            raise MissingFileError(
+                f"bundled model {spec} is missing from the installation ({bundled})",
+                hint="reinstall qwen3-quant from a full checkout",
+            )
+        return ModelSource(raw, bundled, bundled.name)
+    spec, revision = _split_revision(spec, revision)
+    hit = catalog.lookup(spec)
+    if hit is not None:
+        entry, is_base = hit
+        hub_id = entry.base_hub_id if is_base else entry.hub_id
+        if not hub_id:
+            raise UnknownModelError(
+                f"{entry.name} has no -Base checkpoint on the Hub", hint=f"use {entry.name}"
+            )
+        name = hub_id.split("/")[-1]
+        path = download_snapshot(hub_id, revision=revision, cache_dir=cache_dir, download=download)
+        return ModelSource(raw, path, name, hub_id, revision, entry.name, is_base)
+    if _HUB_ID.match(spec):
+        path = download_snapshot(spec, revision=revision, cache_dir=cache_dir, download=download)
+        return ModelSource(raw, path, spec.split("/")[-1], spec, revision)
+    names = ", ".join(list(catalog.catalog()) + list(catalog.bundled_models()))
+    raise UnknownModelError(
+        f"unknown model '{raw}'",
+        hint=f"use one of {names}, a Hub id such as Qwen/Qwen3-8B, or a local folder",
+    )
+
+
+def download_snapshot(
+    repo_id: str, *, revision: str | None, cache_dir: str | Path | None, download: bool = True
+) -> Path:
+    """Download only the files a quantiser needs; honours HF_HUB_OFFLINE and the local cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = not download or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        if not offline:
+            _check_space_for(repo_id, revision, cache_dir)
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_patterns=ALLOW_PATTERNS,
+            local_files_only=offline,
+        )
+    except LocalEntryNotFoundError as exc:
+        raise DownloadError(
+            f"{repo_id} is not in the local Hugging Face cache and downloads are off",
+            hint="download it once online, unset HF_HUB_OFFLINE, or pass a local folder",
+        ) from exc
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        hint = "check the repo id and revision" if status in (401, 404) else "check the network and retry"
+        if status == 401:
+            hint = "the repo is private or gated: log in with `hf auth login` or set HF_TOKEN"
+        raise DownloadError(f"could not download {repo_id}: HTTP {status}", hint=hint) from exc
+    except OSError as exc:
+        raise DownloadError(
+            f"could not download {repo_id}: {exc.__class__.__name__}",
+            hint="check the network, or set HF_HUB_OFFLINE=1 and pass a cached or local model",
+        ) from exc
+    return Path(path)
+
+
+def _check_space_for(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> None:
+    """Refuse before downloading when the cache's disk cannot hold the weights."""
+    try:
+        from fnmatch import fnmatch
+
+        from huggingface_hub import HfApi
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+        need = sum(
+            (s.size or 0) for s in info.siblings or [] if any(fnmatch(s.rfilename, p) for p in ALLOW_PATTERNS)
+        )
+    except Exception as exc:  # the download itself reports network errors properly
+        log.debug("could not size %s before download: %s", repo_id, exc)
+        return
+    ensure_free_space(Path(cache_dir or HF_HUB_CACHE), need, what=f"download {repo_id}")
