@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_",
         "Perplexity, KLD, tokens/s and memory of a model or artifact.",
     ),
+    "quantize": (
+        "qwen3_quant.cli.quantize_cmd",
+        "quantize",
+        "Quantise a model to GGUF, GPTQ, AWQ or ONNX and validate every artifact.",
+    ),
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
