@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_",
         "Perplexity, KLD, tokens/s and memory of a model or artifact.",
     ),
+    "calib": ("qwen3_quant.cli.calib_cmd", "calib", "Calibration mixes: list and show with token counts."),
     "quantize": (
         "qwen3_quant.cli.quantize_cmd",
         "quantize",
