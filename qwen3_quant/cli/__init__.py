@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_",
         "Perplexity, KLD, tokens/s and memory of a model or artifact.",
     ),
+    "build": (
+        "qwen3_quant.cli.build_cmd",
+        "build",
+        "Run the models x formats matrix: resumable, parallel, with a report.",
+    ),
     "calib": ("qwen3_quant.cli.calib_cmd", "calib", "Calibration mixes: list and show with token counts."),
     "quantize": (
         "qwen3_quant.cli.quantize_cmd",
