@@ -14,15 +14,33 @@ from .run import BuildOutcome, PlanRow, plan, run_cell
 from .spec import BuildSpec, Cell, load_build, select
 from .state import load_state, merge_states, update_cell
 
-__all__ = ["build", "plan", "load_build", "BuildSpec", "Cell", "PlanRow", "github_matrix", "collect",
-           "BuildOutcome"]
+__all__ = [
+    "build",
+    "plan",
+    "load_build",
+    "BuildSpec",
+    "Cell",
+    "PlanRow",
+    "github_matrix",
+    "collect",
+    "BuildOutcome",
+]
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 
 
-def build(path: str | Path | None = None, *, out: str | Path | None = None, cells: list[str] | None = None,
-          executor: str = "local", jobs: int | None = None, address: str | None = None, force: bool = False,
-          publish: bool = True, on_event: OnEvent | None = None) -> BuildOutcome:
+def build(
+    path: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    cells: list[str] | None = None,
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    force: bool = False,
+    publish: bool = True,
+    on_event: OnEvent | None = None,
+) -> BuildOutcome:
     """Run a build file (default: the bundled offline demo). Cells whose inputs are unchanged and
     whose files verify are skipped; one cell's failure is recorded and the others go on.
 
@@ -52,8 +70,11 @@ def build(path: str | Path | None = None, *, out: str | Path | None = None, cell
     elif todo:
         run_local(spec, todo, jobs=jobs or spec.jobs, force=force, on_event=on_event)
     states = load_state(spec.state_dir)["cells"]
-    entries = {r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"})
-               for r in rows if r.status != "skip"}
+    entries = {
+        r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"})
+        for r in rows
+        if r.status != "skip"
+    }
     outcome = BuildOutcome(entries, skipped)
     if not cells:
         outcome.report_dir = _report(spec, entries, skipped)
@@ -65,13 +86,19 @@ def build(path: str | Path | None = None, *, out: str | Path | None = None, cell
 def _report(spec: BuildSpec, entries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> Path:
     rows = report_rows(entries, skipped)
     n_pass = sum(1 for e in entries.values() if e.get("status") == "passed")
-    summary = (f"{len(entries) + len(skipped)} cells: {n_pass} passed, "
-               f"{sum(1 for e in entries.values() if e.get('status') == 'failed')} failed gates, "
-               f"{sum(1 for e in entries.values() if e.get('status') == 'error')} errors, {len(skipped)} skipped.")
+    summary = (
+        f"{len(entries) + len(skipped)} cells: {n_pass} passed, "
+        f"{sum(1 for e in entries.values() if e.get('status') == 'failed')} failed gates, "
+        f"{sum(1 for e in entries.values() if e.get('status') == 'error')} errors, {len(skipped)} skipped."
+    )
     ev = spec.eval
-    meta = {"summary": summary, "hardware": host_description(), "build": spec.source,
-            "eval": f"text {ev.get('text', 'builtin:pydoc')}, ctx {ev.get('ctx', 2048)}, "
-                    f"max tokens {ev.get('max_tokens', 'all')}"}
+    meta = {
+        "summary": summary,
+        "hardware": host_description(),
+        "build": spec.source,
+        "eval": f"text {ev.get('text', 'builtin:pydoc')}, ctx {ev.get('ctx', 2048)}, "
+        f"max tokens {ev.get('max_tokens', 'all')}",
+    }
     out = spec.out / "report"
     write_report(out, rows, title=f"qwen3-quant build: {spec.name}", meta=meta)
     return out
@@ -91,8 +118,13 @@ def publish_passed(spec: BuildSpec, entries: dict[str, dict[str, Any]]) -> list[
         name = Path(folder).name
         dest = f"{target.rstrip('/')}/{name}"
         try:
-            publish(Path(folder), dest, variants=sorted(set(variants)), private=bool(spec.publish.get("private")),
-                    overwrite=True)
+            publish(
+                Path(folder),
+                dest,
+                variants=sorted(set(variants)),
+                private=bool(spec.publish.get("private")),
+                overwrite=True,
+            )
             done.append(dest)
         except Exception as exc:  # one refused publish must not hide the others
             log.error("publishing %s failed: %s", name, exc)
@@ -107,19 +139,34 @@ def github_matrix(path: str | Path | None = None, *, out: str | Path | None = No
         if r.status == "skip":
             continue
         c = r.cell
-        include.append({"cell": c.id, "model": c.model, "format": c.format, "variant": c.variant,
-                        "slug": c.id.replace("/", "--"), "est_seconds": round(r.seconds or 0)})
+        include.append(
+            {
+                "cell": c.id,
+                "model": c.model,
+                "format": c.format,
+                "variant": c.variant,
+                "slug": c.id.replace("/", "--"),
+                "est_seconds": round(r.seconds or 0),
+            }
+        )
     return {"include": include}
 
 
-def collect(path: str | Path | None = None, *, out: str | Path | None = None, states: list[Path] = (),
-            publish: bool = True) -> BuildOutcome:
+def collect(
+    path: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    states: list[Path] = (),
+    publish: bool = True,
+) -> BuildOutcome:
     """After a matrix of CI jobs: merge their state files, write the report, publish what passed."""
     spec = load_build(path, out=out)
     merge_states(spec.state_dir, [Path(s) for s in states])
     st = load_state(spec.state_dir)["cells"]
     entries = {c.id: st[c.id] for c in spec.cells() if c.id in st and st[c.id].get("status") != "skipped"}
-    skipped = {c.id: st[c.id].get("error", "") for c in spec.cells() if st.get(c.id, {}).get("status") == "skipped"}
+    skipped = {
+        c.id: st[c.id].get("error", "") for c in spec.cells() if st.get(c.id, {}).get("status") == "skipped"
+    }
     missing = [c.id for c in spec.cells() if c.id not in st]
     for cid in missing:
         entries[cid] = {"status": "error", "error": "no CI job reported this cell"}
@@ -131,8 +178,20 @@ def collect(path: str | Path | None = None, *, out: str | Path | None = None, st
 
 
 def dump_plan(rows: list[PlanRow]) -> str:
-    return json.dumps([{"cell": r.cell.id, "status": r.status, "artifact_bytes": r.artifact_bytes,
-                        "peak_bytes": r.peak_bytes, "seconds": r.seconds, "reason": r.reason} for r in rows], indent=2)
+    return json.dumps(
+        [
+            {
+                "cell": r.cell.id,
+                "status": r.status,
+                "artifact_bytes": r.artifact_bytes,
+                "peak_bytes": r.peak_bytes,
+                "seconds": r.seconds,
+                "reason": r.reason,
+            }
+            for r in rows
+        ],
+        indent=2,
+    )
 
 
 __all__ += ["run_cell", "dump_plan", "EXECUTORS"]

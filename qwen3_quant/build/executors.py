@@ -26,13 +26,23 @@ OnEvent = Callable[[str, str], None]  # (cell id, "start" | status)
 
 
 def _worker_cmd(spec: BuildSpec, cell_id: str, force: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "qwen3_quant.build.worker", "--build", spec.source, "--out", str(spec.out),
-           "--cell", cell_id]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qwen3_quant.build.worker",
+        "--build",
+        spec.source,
+        "--out",
+        str(spec.out),
+        "--cell",
+        cell_id,
+    ]
     return cmd + (["--force"] if force else [])
 
 
-def run_local(spec: BuildSpec, rows: list[PlanRow], *, jobs: int, force: bool = False,
-              on_event: OnEvent | None = None) -> dict[str, dict[str, Any]]:
+def run_local(
+    spec: BuildSpec, rows: list[PlanRow], *, jobs: int, force: bool = False, on_event: OnEvent | None = None
+) -> dict[str, dict[str, Any]]:
     """Run the rows' cells as worker processes: at most ``jobs`` at once, and only while the sum of
     their estimated peak memory fits in the memory available when the build started."""
     budget = int(psutil.virtual_memory().available * 0.9)
@@ -62,8 +72,11 @@ def run_local(spec: BuildSpec, rows: list[PlanRow], *, jobs: int, force: bool = 
                 if proc.returncode != 0 and status == "running":
                     from .state import update_cell
 
-                    update_cell(spec.state_dir, cid, {"status": "error",
-                                                      "error": f"worker exited with code {proc.returncode}"})
+                    update_cell(
+                        spec.state_dir,
+                        cid,
+                        {"status": "error", "error": f"worker exited with code {proc.returncode}"},
+                    )
                     status = "error"
                 if on_event:
                     on_event(cid, status)
@@ -72,8 +85,14 @@ def run_local(spec: BuildSpec, rows: list[PlanRow], *, jobs: int, force: bool = 
     return {r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"}) for r in rows}
 
 
-def run_ray(spec: BuildSpec, rows: list[PlanRow], *, address: str | None, force: bool = False,
-            on_event: OnEvent | None = None) -> dict[str, dict[str, Any]]:
+def run_ray(
+    spec: BuildSpec,
+    rows: list[PlanRow],
+    *,
+    address: str | None,
+    force: bool = False,
+    on_event: OnEvent | None = None,
+) -> dict[str, dict[str, Any]]:
     """Run cells as Ray tasks, one task per artifact folder's cells in order, each task asking Ray
     for the memory its largest cell needs. The build's ``out`` folder must be on storage every
     node sees (a shared filesystem), as artifacts and state are written there."""
@@ -84,14 +103,24 @@ def run_ray(spec: BuildSpec, rows: list[PlanRow], *, address: str | None, force:
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
+
         @ray.remote(num_cpus=1)
         def run_group(build_path: str, out: str, cell_ids: list[str], force: bool) -> list[str]:
             import subprocess as sp
             import sys as _sys
 
             for cid in cell_ids:
-                cmd = [_sys.executable, "-m", "qwen3_quant.build.worker", "--build", build_path, "--out", out,
-                       "--cell", cid] + (["--force"] if force else [])
+                cmd = [
+                    _sys.executable,
+                    "-m",
+                    "qwen3_quant.build.worker",
+                    "--build",
+                    build_path,
+                    "--out",
+                    out,
+                    "--cell",
+                    cid,
+                ] + (["--force"] if force else [])
                 sp.run(cmd, check=False)
             return cell_ids
 
@@ -101,7 +130,9 @@ def run_ray(spec: BuildSpec, rows: list[PlanRow], *, address: str | None, force:
             ids = [c.id for c in cells]
             mem = max(peak[i] for i in ids)
             opts = {"memory": mem} if mem else {}
-            refs.append(run_group.options(**opts).remote(spec.source, str(Path(spec.out).resolve()), ids, force))
+            refs.append(
+                run_group.options(**opts).remote(spec.source, str(Path(spec.out).resolve()), ids, force)
+            )
             if on_event:
                 for i in ids:
                     on_event(i, "start")

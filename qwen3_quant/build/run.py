@@ -63,8 +63,10 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
         arch = _arch_of(cell.model)
         fmt = get_format(cell.format)
         if arch is not None:
-            variant = {"gptq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
-                       "awq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}"}.get(cell.format, cell.variant)
+            variant = {
+                "gptq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
+                "awq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
+            }.get(cell.format, cell.variant)
             try:
                 est = fmt.estimate(arch, variant)
                 row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
@@ -72,7 +74,9 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 row.status, row.reason = "skip", exc.one_line()
             from ..catalog.architecture import param_counts
 
-            row.seconds = max(MIN_SECONDS[cell.format], param_counts(arch).total / 1e9 * SECONDS_PER_BILLION[cell.format])
+            row.seconds = max(
+                MIN_SECONDS[cell.format], param_counts(arch).total / 1e9 * SECONDS_PER_BILLION[cell.format]
+            )
         if row.status != "skip":
             if cell_is_current(entry, inputs):
                 row.status = "done"
@@ -82,17 +86,26 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 row.status = "skip"
                 row.reason = f"needs about {row.peak_bytes / 1e9:.0f} GB of memory, this machine has {mem / 1e9:.0f} GB"
             elif not fmt.available() and row.status != "done":
-                row.status, row.reason = "skip", f"the {fmt.name} libraries are not installed (extra [{fmt.extra}])"
+                row.status, row.reason = (
+                    "skip",
+                    f"the {fmt.name} libraries are not installed (extra [{fmt.extra}])",
+                )
         rows.append(row)
     return rows
 
 
 def eval_options(spec: BuildSpec) -> EvalOptions:
     e = spec.eval
-    return EvalOptions(text=e.get("text"), ctx=e.get("ctx"), max_tokens=e.get("max_tokens"),
-                       speed=bool(e.get("speed", True)), prompt_tokens=int(e.get("prompt_tokens", 512)),
-                       decode_tokens=int(e.get("decode_tokens", 64)), repeats=int(e.get("repeats", 3)),
-                       threads=e.get("threads"))
+    return EvalOptions(
+        text=e.get("text"),
+        ctx=e.get("ctx"),
+        max_tokens=e.get("max_tokens"),
+        speed=bool(e.get("speed", True)),
+        prompt_tokens=int(e.get("prompt_tokens", 512)),
+        decode_tokens=int(e.get("decode_tokens", 64)),
+        repeats=int(e.get("repeats", 3)),
+        threads=e.get("threads"),
+    )
 
 
 def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, Any]:
@@ -106,16 +119,33 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
     if not force and cell_is_current(previous, inputs):
         return previous
     changed = bool(previous) and previous.get("inputs") != inputs
-    update_cell(spec.state_dir, cell.id, {**previous, "status": "running", "inputs": inputs, "pid": os.getpid()})
+    update_cell(
+        spec.state_dir, cell.id, {**previous, "status": "running", "inputs": inputs, "pid": os.getpid()}
+    )
     t0 = time.time()
-    entry: dict[str, Any] = {"inputs": inputs, "model": cell.model, "format": cell.format, "variant": cell.variant}
+    entry: dict[str, Any] = {
+        "inputs": inputs,
+        "model": cell.model,
+        "format": cell.format,
+        "variant": cell.variant,
+    }
     try:
-        res = quantize(cell.model, cell.format, out_root=spec.artifacts_dir, overwrite=force or changed,
-                       validate=True, eval_options=eval_options(spec), gate_overrides=spec.gates,
-                       **cell.option_dict())
-        entry.update(artifact_dir=str(res.artifact_dir), variants=res.variants,
-                     status="passed" if res.passed else "failed",
-                     results=[v.to_dict() for v in res.validations])
+        res = quantize(
+            cell.model,
+            cell.format,
+            out_root=spec.artifacts_dir,
+            overwrite=force or changed,
+            validate=True,
+            eval_options=eval_options(spec),
+            gate_overrides=spec.gates,
+            **cell.option_dict(),
+        )
+        entry.update(
+            artifact_dir=str(res.artifact_dir),
+            variants=res.variants,
+            status="passed" if res.passed else "failed",
+            results=[v.to_dict() for v in res.validations],
+        )
     except Qwen3QuantError as exc:
         entry.update(status="error", error=exc.one_line())
         log.error("%s: %s", cell.id, exc.one_line())

@@ -48,8 +48,12 @@ from ..formats import FORMATS
 
 DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "assets" / "build" / "default.toml"
 # per format: the option whose list values make separate cells, and the option name quantize() takes
-_CELL_AXIS = {"gguf": ("types", "types"), "gptq": ("bits", "bits"), "awq": ("bits", "bits"),
-              "onnx": ("precision", "precision")}
+_CELL_AXIS = {
+    "gguf": ("types", "types"),
+    "gptq": ("bits", "bits"),
+    "awq": ("bits", "bits"),
+    "onnx": ("precision", "precision"),
+}
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,19 @@ class BuildSpec:
                 rest = {k: v for k, v in f.items() if k not in ("name", axis)}
                 if fmt in ("gguf", "gptq", "awq") and "calib" not in rest and self.calib.get("mix"):
                     rest["calib"] = self.calib["mix"]
-                if fmt in ("gguf", "gptq", "awq") and "calib_samples" not in rest and self.calib.get("samples"):
+                if (
+                    fmt in ("gguf", "gptq", "awq")
+                    and "calib_samples" not in rest
+                    and self.calib.get("samples")
+                ):
                     rest["calib_samples"] = self.calib["samples"]
                 for v in values:
                     opts = dict(rest)
                     if v is not None:
                         opts[opt] = [v] if opt == "types" else v
-                    frozen = tuple(sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in opts.items()))
+                    frozen = tuple(
+                        sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in opts.items())
+                    )
                     out.append(Cell(model, fmt, str(v) if v is not None else "default", frozen))
         return out
 
@@ -137,7 +147,9 @@ def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | Non
     for f in formats:
         name = str(f.get("name", "")).lower()
         if name not in FORMATS:
-            raise UsageError(f"{where}: unknown format '{f.get('name')}'", hint="one of: " + ", ".join(FORMATS))
+            raise UsageError(
+                f"{where}: unknown format '{f.get('name')}'", hint="one of: " + ", ".join(FORMATS)
+            )
         f["name"] = name
     from ..eval.gates import parse_gate_overrides
 
@@ -146,9 +158,16 @@ def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | Non
     if jobs < 1:
         raise UsageError(f"{where}: jobs must be at least 1", hint="set [build] jobs = 1 or more")
     return BuildSpec(
-        name=b.get("name", Path(source).stem or "build"), models=list(models), formats=formats,
-        out=Path(out or b.get("out", "qwen3-quant-out")), jobs=jobs, calib=dict(data.get("calib") or {}),
-        eval=dict(data.get("eval") or {}), gates=gates, publish=dict(data.get("publish") or {}), source=source,
+        name=b.get("name", Path(source).stem or "build"),
+        models=list(models),
+        formats=formats,
+        out=Path(out or b.get("out", "qwen3-quant-out")),
+        jobs=jobs,
+        calib=dict(data.get("calib") or {}),
+        eval=dict(data.get("eval") or {}),
+        gates=gates,
+        publish=dict(data.get("publish") or {}),
+        source=source,
         raw=data,
     )
 
@@ -159,7 +178,9 @@ def select(cells: list[Cell], ids: list[str] | None) -> list[Cell]:
     by_id = {c.id: c for c in cells}
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise UsageError(f"no cell {missing[0]} in this build", hint="see the cell ids with `qwen3-quant build --plan`")
+        raise UsageError(
+            f"no cell {missing[0]} in this build", hint="see the cell ids with `qwen3-quant build --plan`"
+        )
     return [by_id[i] for i in ids]
 
 

@@ -73,8 +73,15 @@ def inputs_hash(spec: BuildSpec, cell: Cell) -> str:
     if cell.format in ("gguf", "gptq", "awq"):
         mix = load_mix(opts.get("calib") or "default")
         calib_id = hashlib.sha256(Path(mix.origin).read_bytes()).hexdigest()[:16] if mix.origin else mix.name
-    body = {"cell": cell.id, "options": opts, "model": model_identity(cell.model), "calib": calib_id,
-            "eval": spec.eval, "gates": spec.gates, "tool": tool_version()}
+    body = {
+        "cell": cell.id,
+        "options": opts,
+        "model": model_identity(cell.model),
+        "calib": calib_id,
+        "eval": spec.eval,
+        "gates": spec.gates,
+        "tool": tool_version(),
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
