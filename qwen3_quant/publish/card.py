@@ -112,14 +112,21 @@ def front_matter(ctx: CardContext, lic: dict[str, str] | None = None) -> dict[st
     if b.forced:
         tags.append("validation-failed")
     tags += [t for t in ctx.extra_tags if t not in tags]
-    meta: dict[str, Any] = {
-        "base_model": base_model_of(b.manifest),
-        "base_model_relation": "quantized",
-        **(lic or license_info(b.manifest)),
-        "pipeline_tag": "text-generation",
-        "library_name": FORMAT_INFO.get(fmt, (None, "transformers", None))[1],
-        "tags": tags,
-    }
+    base = base_model_of(b.manifest)
+    meta: dict[str, Any] = {}
+    if ctx.repo_id and "/" not in base:
+        # the Hub wants a Hub model id here; a local model's name stays in the card's text
+        log.warning("%s has no Hub id; the card's metadata names no base_model", base)
+    else:
+        meta.update(base_model=base, base_model_relation="quantized")
+    meta.update(
+        {
+            **(lic or license_info(b.manifest)),
+            "pipeline_tag": "text-generation",
+            "library_name": FORMAT_INFO.get(fmt, (None, "transformers", None))[1],
+            "tags": tags,
+        }
+    )
     return meta
 
 
@@ -254,7 +261,9 @@ def reproduce_section(b: Bundle) -> str:
     from ..formats import FORMATS, get_format
 
     fmt = b.manifest["format"]
-    install = f"pip install 'qwen3-quant[{get_format(fmt).extra}]'" if fmt in FORMATS else "pip install qwen3-quant"
+    install = (
+        f"pip install 'qwen3-quant[{get_format(fmt).extra}]'" if fmt in FORMATS else "pip install qwen3-quant"
+    )
     parts = ["## Reproduce\n"]
     for cmd, variants in by_cmd.items():
         label = ", ".join(variants)

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import PublishError, UsageError
 from ..formats.base import Progress, no_progress
 from ..io import atomic_write_json, human_bytes
-from .bundle import Bundle, PublishFile
+from .bundle import CARD, Bundle, PublishFile
 from .scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,22 @@ class _Hub:
             return False
         return d.is_pull_request and d.status in ("open", "draft")
 
+    def check_card(self, card: str) -> None:
+        """Have the Hub check the card's metadata before any upload (it refuses the commit otherwise)."""
+        validate = getattr(self.api, "_validate_yaml", None)
+        if validate is None:  # the commit of the card validates it anyway
+            return
+        try:
+            validate(card, repo_type="model")
+        except ValueError as exc:
+            reasons = "; ".join(x.strip("- ") for x in str(exc).splitlines()[1:] if x.strip()) or str(exc)
+            raise PublishError(
+                f"the Hub refuses the model card's metadata: {scrub(reasons, [self._token])}",
+                hint="report this as a qwen3-quant bug; nothing was uploaded",
+            ) from exc
+        except Exception as exc:
+            raise self.error(exc, "checking the model card") from exc
+
     def remote_files(self, revision: str) -> dict[str, RemoteFile]:
         from huggingface_hub.errors import RevisionNotFoundError
         from huggingface_hub.hf_api import RepoFile
@@ -340,6 +356,15 @@ def publish_hub(
         log.info("resuming pull request #%d of %s", pr_num, repo_id)
 
     remote = hub.remote_files(target)
+    extra = sorted(set(remote) - {f.path for f in bundle.files} - {".gitattributes"})
+    if extra:
+        log.warning(
+            "%d files on %s@%s are not part of this publish and stay there: %s",
+            len(extra),
+            repo_id,
+            target,
+            ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else ""),
+        )
     todo = [f for f in bundle.files if not is_on_remote(f, remote)]
     todo_paths = {f.path for f in todo}
     out.skipped = [f.path for f in bundle.files if f.path not in todo_paths]
@@ -357,6 +382,8 @@ def publish_hub(
         out.revision = target
         return out
 
+    if any(f.path == CARD for f in todo):
+        hub.check_card(bundle.card)
     groups = plan_commits(todo, limits)
     total = sum(f.size for f in todo)
     done = 0

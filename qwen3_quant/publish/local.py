@@ -82,7 +82,7 @@ def publish_local(
             return out
         if not overwrite:
             raise ArtifactExistsError(
-                f"{dest} already exists and holds something else than this publish",
+                f"{dest} already exists and holds other files than this publish",
                 hint="pass --overwrite to replace it, or choose another --to folder",
             )
     dest.parent.mkdir(parents=True, exist_ok=True)

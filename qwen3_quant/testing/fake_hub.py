@@ -124,13 +124,19 @@ class FakeHub:
         return f"http://{host}:{port}"
 
     # ------------------------------------------------------------------ test controls
-    def fail(self, method: str, path_regex: str, action: str = "500", times: int = 1) -> None:
-        """Make the next ``times`` requests matching ``method`` and ``path_regex`` fail:
-        ``"500"`` answers HTTP 500, ``"drop"`` closes the connection without an answer."""
+    def fail(self, method: str, path_regex: str, action: str = "500", times: int = 1, skip: int = 0) -> None:
+        """Make ``times`` requests matching ``method`` and ``path_regex`` fail, after letting ``skip``
+        of them through: ``"500"`` answers HTTP 500, ``"drop"`` closes the connection unanswered."""
         assert action in ("500", "drop")
         with self._lock:
             self._failures.append(
-                {"method": method, "re": re.compile(path_regex), "action": action, "left": times}
+                {
+                    "method": method,
+                    "re": re.compile(path_regex),
+                    "action": action,
+                    "left": times,
+                    "skip": skip,
+                }
             )
 
     def files(self, repo_id: str, ref: str = "main") -> dict[str, Blob]:
@@ -152,6 +158,9 @@ class FakeHub:
         with self._lock:
             for f in self._failures:
                 if f["left"] > 0 and f["method"] == method and f["re"].search(path):
+                    if f["skip"] > 0:
+                        f["skip"] -= 1
+                        continue
                     f["left"] -= 1
                     return f["action"]
         return None
@@ -231,6 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = _split(url.path)
         if parts[:1] == ["_lfs"]:
             return self._lfs_put(parts[1], body)
+        if parts == ["api", "agent-harnesses"]:  # huggingface_hub's user-agent telemetry, unauthenticated
+            return self._send(200, {"standardEnvVars": [], "harnesses": {}})
         if self.headers.get("Authorization") != f"Bearer {hub.token}":
             return self._error(401, "Invalid credentials in Authorization header")
         try:
@@ -346,6 +357,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"errors": [{"message": f"invalid YAML: {exc}"}], "warnings": []})
         if not isinstance(meta, dict):
             return self._send(400, {"errors": [{"message": "no YAML metadata"}], "warnings": []})
+        base = meta.get("base_model")
+        if base is not None and not (isinstance(base, str) and re.match(r"^[\w.-]+/[\w.-]+$", base)):
+            message = f'"base_model" with value "{base}" is not a valid model id'
+            return self._send(400, {"errors": [{"message": message}], "warnings": []})
         with self.hub._lock:
             self.hub.validated_yaml.append(meta)
         self._send(200, {"errors": [], "warnings": []})
