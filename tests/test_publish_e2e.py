@@ -25,6 +25,18 @@ OPTS = EvalOptions(max_tokens=300, ctx=128, prompt_tokens=32, decode_tokens=8, r
 SHARED = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
 
 
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory):
+    """One cache for the module: the base model's reference log-probabilities are computed once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def cache(reference_cache, monkeypatch):
+    monkeypatch.setenv("QWEN3_QUANT_CACHE", str(reference_cache))
+    return reference_cache
+
+
 def _bf16_artifact(src: Path, root: Path, name: str, damage: float = 0.0) -> Path:
     """The micro model's own weights as the BF16 variant of a transformers-format artifact folder
     (``damage``: relative noise added to every matrix, to make a variant that must fail)."""
@@ -68,7 +80,7 @@ def _bf16_artifact(src: Path, root: Path, name: str, damage: float = 0.0) -> Pat
 
 
 def test_validated_micro_artifact_published_to_a_folder_and_the_hub(
-    micro_dense, tmp_path, cache_dir, monkeypatch
+    micro_dense, tmp_path, cache, monkeypatch
 ):
     art = _bf16_artifact(micro_dense, tmp_path / "art", "Qwen3-Micro-BF16")
     [res] = validate_artifact(art, options=OPTS)
@@ -121,7 +133,7 @@ def test_validated_micro_artifact_published_to_a_folder_and_the_hub(
     assert {f.path for f in out.files} == {f.path for f in up.files}
 
 
-def test_a_variant_that_really_fails_validation_is_refused(micro_dense, tmp_path, cache_dir):
+def test_a_variant_that_really_fails_validation_is_refused(micro_dense, tmp_path, cache):
     art = _bf16_artifact(micro_dense, tmp_path / "art", "Qwen3-Micro-Damaged", damage=0.5)
     [res] = validate_artifact(art, options=OPTS)
     assert res.passed is False

@@ -253,10 +253,14 @@ def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, A
     m["files"] = {k: v for k, v in m["files"].items() if k in keep}
     for v in m["variants"].values():
         v["command"] = _clean_command(v.get("command"))
-        if (v.get("validation") or {}).get("result"):
-            v["validation"]["result"] = _clean_result(v["validation"]["result"], base_model_of(m))
+        val = v.get("validation") or {}
+        if val.get("result"):
+            val["result"] = _clean_result(val["result"], base_model_of(m))
+        if val.get("error"):
+            val["error"] = scrub(val["error"])
     if not keep_source_path:
-        m["source"] = {**(m.get("source") or {}), "path": None}
+        src = m.get("source") or {}
+        m["source"] = {**src, "path": None, "spec": shorten_home(src["spec"]) if src.get("spec") else None}
     return m
 
 
