@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from qwen3_quant.artifact import load_manifest
 from qwen3_quant.errors import PublishError, UsageError, ValidationFailedError
 from qwen3_quant.publish import HubLimits, publish
 from qwen3_quant.publish.bundle import CARD, CHECKSUMS, EVAL_JSON
@@ -98,13 +99,36 @@ def test_interrupted_upload_resumes_without_sending_anything_twice(hub, gguf):
     assert state["complete"] and len(state["commits"]) == 4  # 1 before the interruption, 3 after
 
 
+def _oid(folder: Path, name: str) -> str:
+    return load_manifest(folder)["files"][name]["sha256"]
+
+
 def test_transient_errors_are_retried(hub, gguf):
-    hub.fail("PUT", r"^/_lfs/", "500")  # storage answers 500 once
+    oid = _oid(gguf, "Qwen3-8B-Q8_0-00002-of-00002.gguf")
+    hub.fail("PUT", f"^/_lfs/{oid}$", "500")  # storage answers 500 once for this file
     hub.fail("POST", r"/preupload/", "drop")  # and one API call loses its connection
     res = publish(gguf, f"hf://{REPO}")
     assert set(hub.files(REPO)) == {".gitattributes", *_published(res)}
-    puts = [r for r in hub.requests if r.method == "PUT"]
-    assert len(puts) == 4 and len(hub.lfs) == 3
+    puts = [r.path for r in hub.requests if r.method == "PUT"]
+    assert len(puts) == 4 and puts.count(f"/_lfs/{oid}") == 2 and len(hub.lfs) == 3
+
+
+def test_a_file_whose_upload_keeps_failing_stops_the_run_and_resumes(hub, gguf, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda s: None)  # skip the retry back-off
+    victim = "Qwen3-8B-Q8_0-00001-of-00002.gguf"
+    oid = _oid(gguf, victim)
+    hub.fail("PUT", f"^/_lfs/{oid}$", "drop", times=6)  # the connection drops on every try for this file
+    limits = HubLimits(max_files_per_commit=1)
+    with pytest.raises(PublishError) as err:
+        publish(gguf, f"hf://{REPO}", limits=limits)
+    assert "stopped at commit 2/4" in err.value.one_line() and victim in err.value.one_line()
+    assert [r.path for r in hub.requests if r.method == "PUT"].count(f"/_lfs/{oid}") == 6
+    assert set(hub.files(REPO)) == {".gitattributes", "Qwen3-8B-Q4_K_M.gguf"}
+
+    res = publish(gguf, f"hf://{REPO}", limits=limits)
+    assert res.skipped == ["Qwen3-8B-Q4_K_M.gguf"] and victim in res.uploaded
+    assert hub.puts[_oid(gguf, "Qwen3-8B-Q4_K_M.gguf")] == 1  # the committed file was not sent again
+    assert set(hub.files(REPO)) == {".gitattributes", *_published(res)}
 
 
 def test_branch_and_pull_request(hub, gguf):

@@ -247,7 +247,7 @@ def files_section(b: Bundle) -> str:
     return (
         "## Files\n\n| File | Variant | Size | SHA256 |\n|---|---|---|---|\n"
         + "\n".join(rows)
-        + f"\n\nCheck a download with `sha256sum -c {CHECKSUMS}` (it lists every file of this repo"
+        + f"\n\nCheck a download with `sha256sum -c {CHECKSUMS}` (it lists every file of this publish"
         " but itself).\n"
     )
 

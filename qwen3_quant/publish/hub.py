@@ -206,7 +206,7 @@ class _Hub:
         elif status == 404:
             hint = f"check the repo id {self.repo_id} and that the token can see it"
         code = f"HTTP {status}" if status else exc.__class__.__name__
-        return PublishError(f"{what} failed ({code}: {detail})", hint=hint)
+        return PublishError(f"{what} ({code}: {detail})", hint=hint)
 
     def ensure_repo(self, private: bool) -> bool:
         """Create the repo when missing; refuse to put a --private publish into a public repo."""
@@ -217,7 +217,7 @@ class _Hub:
         except RepositoryNotFoundError:
             info = None
         except Exception as exc:
-            raise self.error(exc, f"looking up {self.repo_id}") from exc
+            raise self.error(exc, f"could not look up {self.repo_id}") from exc
         if info is not None:
             if private and info.private is False:
                 raise UsageError(
@@ -228,7 +228,7 @@ class _Hub:
         try:
             self.api.create_repo(self.repo_id, private=private or None, exist_ok=True)
         except Exception as exc:
-            raise self.error(exc, f"creating {self.repo_id}") from exc
+            raise self.error(exc, f"could not create {self.repo_id}") from exc
         log.info("created hf://%s%s", self.repo_id, " (private)" if private else "")
         return True
 
@@ -238,7 +238,7 @@ class _Hub:
                 return False
             self.api.create_branch(self.repo_id, branch=branch, exist_ok=True)
         except Exception as exc:
-            raise self.error(exc, f"creating branch {branch}") from exc
+            raise self.error(exc, f"could not create branch {branch}") from exc
         log.info("created branch %s of %s", branch, self.repo_id)
         return True
 
@@ -264,7 +264,7 @@ class _Hub:
                 hint="report this as a qwen3-quant bug; nothing was uploaded",
             ) from exc
         except Exception as exc:
-            raise self.error(exc, "checking the model card") from exc
+            raise self.error(exc, "could not check the model card") from exc
 
     def remote_files(self, revision: str) -> dict[str, RemoteFile]:
         from huggingface_hub.errors import RevisionNotFoundError
@@ -275,7 +275,7 @@ class _Hub:
         except RevisionNotFoundError:
             return {}
         except Exception as exc:
-            raise self.error(exc, f"listing {self.repo_id}@{revision}") from exc
+            raise self.error(exc, f"could not list {self.repo_id}@{revision}") from exc
         return {
             e.path: RemoteFile(e.size, e.lfs.sha256 if e.lfs else None, e.blob_id)
             for e in entries
@@ -401,8 +401,8 @@ def publish_hub(
             err = hub.error(exc, f"upload to hf://{repo_id} stopped at commit {i}/{len(groups)}")
             if err.hint and err.hint.startswith("check the network"):
                 on_hub = len(out.skipped) + len(out.uploaded)
-                err.hint = (
-                    f"rerun the same command to resume; the {on_hub} files already on the Hub are skipped"
+                err.hint = "rerun the same command to resume" + (
+                    f"; the {on_hub} files already on the Hub are skipped" if on_hub else ""
                 )
             raise err from exc
         if open_pr:
