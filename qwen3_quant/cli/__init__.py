@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "quantize",
         "Quantise a model to GGUF, GPTQ, AWQ or ONNX and validate every artifact.",
     ),
+    "publish": ("qwen3_quant.cli.publish_cmd", "publish", "Publish a validated artifact (Hub or folder)."),
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
