@@ -357,7 +357,7 @@ def write_readmes(rows: list[dict]) -> None:
         t = json.loads((d / "training.json").read_text())
         c = json.loads((d / "config.json").read_text())
         ffn = (
-            f"{c['num_experts']} experts x {c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}"
+            f"{c.get('num_experts') or c['num_local_experts']} experts x {c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}"
             if arch == "moe"
             else str(c["intermediate_size"])
         )
