@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..artifact import load_manifest_or_none, tool_version, verify_files
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_lock
 from .spec import BuildSpec, Cell
 
 STATE_FILE = "state.json"
@@ -20,15 +17,8 @@ DONE = ("passed", "failed")  # the cell ran to the end; gates decided
 # statuses: passed | failed (gates) | error (crashed) | skipped (machine cannot run it) | running
 
 
-@contextlib.contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / ".state.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _locked(state_dir: Path):
+    return file_lock(Path(state_dir) / ".state.lock")
 
 
 def load_state(state_dir: Path) -> dict[str, Any]:
