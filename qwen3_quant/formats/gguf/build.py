@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 from collections import Counter
@@ -34,7 +35,7 @@ from ...errors import ArtifactExistsError, UsageError
 from ...io import atomic_write_json, disk_errors, ensure_free_space, remove_path
 from ..base import Progress, no_progress
 from .config import GGUFConfig, nominal_bits
-from .gguf_io import resplit
+from .gguf_io import read_header, resplit
 from .imatrix import Imatrix
 from .metadata import describe
 from .types import FILE_TYPES, UNQUANTISED, estimate_file_size
@@ -349,15 +350,13 @@ class GGUFBuild:
 
 def _tensor_summary(files: list[Path]) -> dict[str, Any]:
     """Per-ggml-type tensor counts and the effective bits per weight of the files written."""
-    import gguf
-
     types: Counter[str] = Counter()
     numel = nbytes = 0
     for f in files:
-        for t in gguf.GGUFReader(f).tensors:
-            types[t.tensor_type.name] += 1
-            numel += int(t.n_elements)
-            nbytes += int(t.n_bytes)
+        for t in read_header(f).tensors:
+            types[t.ggml_type] += 1
+            numel += math.prod(t.shape)
+            nbytes += t.nbytes
     return {
         "files": len(files),
         "bytes": sum(f.stat().st_size for f in files),

@@ -7,6 +7,7 @@ position's logits (as a chat would), and times prefill and decode apart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -16,24 +17,21 @@ import numpy as np
 
 from ...errors import RuntimeLoadError, UsageError
 from ...eval.runner import GenerationTiming, Runner
-from .gguf_io import split_set
+from .gguf_io import read_header, split_set
 from .llama import captured_log, last_error, lib
 
 KV_TYPES = {"f32": 0, "f16": 1}
 
 
 def check_gguf_files(path: Path) -> None:
-    """Fail with a clear message on a missing shard or a file that is not a complete GGUF,
-    before handing it to llama.cpp (whose loader reports such files less clearly)."""
-    import gguf
-
+    """Fail with a clear message on a missing split or a file that is not a complete GGUF, before
+    handing it to llama.cpp (whose loader reports such files less clearly)."""
     for f in split_set(path):
         if not f.is_file():
             raise RuntimeLoadError(f"{f.name} is missing", hint="every split of the model must be present")
         try:
-            reader = gguf.GGUFReader(f)
-            end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-        except (ValueError, KeyError, IndexError, OSError) as exc:
+            end = read_header(f).data_end
+        except (ValueError, KeyError, OSError, UnicodeDecodeError) as exc:
             raise RuntimeLoadError(
                 f"{f.name} is not a readable GGUF file ({str(exc).splitlines()[0]})",
                 hint="the file is damaged or truncated: quantise it again",
@@ -173,4 +171,5 @@ class LlamaCppRunner(Runner):
             self._model = None
 
     def __del__(self):
-        self.close()
+        with contextlib.suppress(Exception):  # at interpreter exit the library may be gone already
+            self.close()

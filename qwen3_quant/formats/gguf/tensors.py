@@ -18,32 +18,12 @@ import numpy as np
 from ...catalog.architecture import iter_tensors
 from ...checkpoint import CheckpointInfo, read_safetensors_header
 from ...errors import CheckpointError
+from .types import gguf_name
 
 CHUNK_ELEMENTS = 16 * 1024 * 1024
 GGML_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
 _ST_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
 
-# our architecture roles -> llama.cpp tensor names (``blk.N.<name>.weight``)
-GGUF_NAMES = {
-    "embed": "token_embd",
-    "lm_head": "output",
-    "final_norm": "output_norm",
-    "attn_norm": "attn_norm",
-    "attn_q": "attn_q",
-    "attn_k": "attn_k",
-    "attn_v": "attn_v",
-    "attn_o": "attn_output",
-    "q_norm": "attn_q_norm",
-    "k_norm": "attn_k_norm",
-    "ffn_norm": "ffn_norm",
-    "ffn_gate": "ffn_gate",
-    "ffn_up": "ffn_up",
-    "ffn_down": "ffn_down",
-    "router": "ffn_gate_inp",
-    "expert_gate": "ffn_gate_exps",
-    "expert_up": "ffn_up_exps",
-    "expert_down": "ffn_down_exps",
-}
 # HF linear modules under ``model.layers.N.`` -> GGUF tensor (for the importance matrix)
 LINEAR_MODULES = {
     "self_attn.q_proj": "attn_q",
@@ -55,11 +35,6 @@ LINEAR_MODULES = {
     "mlp.down_proj": "ffn_down",
 }
 KEEP_F32 = frozenset({"router"})
-
-
-def gguf_name(role: str, layer: int) -> str:
-    base = GGUF_NAMES[role]
-    return f"blk.{layer}.{base}.weight" if layer >= 0 else f"{base}.weight"
 
 
 @dataclass(frozen=True)
