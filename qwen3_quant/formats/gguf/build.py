@@ -243,12 +243,14 @@ class GGUFBuild:
         )
         tmp = self.work / "tmp-base"
         tmp.mkdir(exist_ok=True)
-        with disk_errors(self.base_path):
-            (written,) = convert(self.info, self.desc, tmp / self.base_path.name, out_type=self.base_type,
-                                 progress=self.progress)  # fmt: skip
-        os.replace(written, self.base_path)
-        atomic_write_json(side, {**want, "size": self.base_path.stat().st_size})
-        remove_path(tmp)
+        try:
+            with disk_errors(self.base_path):
+                (written,) = convert(self.info, self.desc, tmp / self.base_path.name, out_type=self.base_type,
+                                     progress=self.progress)  # fmt: skip
+            os.replace(written, self.base_path)
+            atomic_write_json(side, {**want, "size": self.base_path.stat().st_size})
+        finally:
+            remove_path(tmp)
         return self.base_path
 
     def calibration(self):
@@ -291,10 +293,12 @@ class GGUFBuild:
         im.meta = {**want, "calibration.mix": cs.mix, "calibration.tokens": str(cs.n_tokens)}
         tmp = self.work / "tmp-imatrix"
         tmp.mkdir(exist_ok=True)
-        with disk_errors(path):
-            im.save(tmp / path.name)
-        os.replace(tmp / path.name, path)
-        remove_path(tmp)
+        try:
+            with disk_errors(path):
+                im.save(tmp / path.name)
+            os.replace(tmp / path.name, path)
+        finally:
+            remove_path(tmp)
         self._imatrix = im
         return im
 

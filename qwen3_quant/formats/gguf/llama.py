@@ -60,11 +60,12 @@ def captured_log() -> Iterator[list[str]]:
 
 
 def last_error(lines: list[str]) -> str:
-    """The most telling line of a failed call's log: an error or exception line, else the last one."""
-    keys = ("error", "failed", "exception", "invalid", "corrupt", "not within", "unable")
-    for line in reversed(lines):
-        if any(k in line.lower() for k in keys):
-            return line.strip()
+    """The most telling line of a failed call's log: the last error line, else the last line that
+    says something failed, else the last line."""
+    for keys in (("error",), ("failed", "exception", "invalid", "corrupt", "not within", "unable")):
+        for line in reversed(lines):
+            if any(k in line.lower() for k in keys):
+                return line.strip()
     return lines[-1].strip() if lines else "no message from llama.cpp"
 
 
