@@ -136,7 +136,7 @@ def calib_samples(micro_dense) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def dense_imatrix(micro_dense, calib_samples) -> Imatrix:
-    return collect_imatrix(micro_dense, calib_samples, n_params=6_000_000)
+    return collect_imatrix(inspect_checkpoint(micro_dense), calib_samples)
 
 
 def test_imatrix_dense_statistics(dense_imatrix, calib_samples, micro_dense, tmp_path):
@@ -169,11 +169,48 @@ def test_imatrix_dense_statistics(dense_imatrix, calib_samples, micro_dense, tmp
     assert kv["imatrix.chunk_count"] == len(calib_samples)
 
 
+def _whole_model_reference(model_dir: Path, samples) -> dict[str, np.ndarray]:
+    """Sums of squared inputs of every dense linear, from one ordinary forward of the whole model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    sums: dict[str, np.ndarray] = {}
+
+    def hook(name):
+        def f(mod, args):
+            x = args[0].reshape(-1, args[0].shape[-1]).double()
+            sums[name] = sums.get(name, 0) + (x * x).sum(0).numpy()
+
+        return f
+
+    for i, layer in enumerate(model.model.layers):
+        for path, g in (
+            ("self_attn.q_proj", "attn_q"),
+            ("self_attn.o_proj", "attn_output"),
+            ("mlp.down_proj", "ffn_down"),
+        ):
+            if any(n == path for n, _ in layer.named_modules()):
+                layer.get_submodule(path).register_forward_pre_hook(hook(f"blk.{i}.{g}.weight"))
+    with torch.inference_mode():
+        for ids in samples:
+            model(input_ids=torch.tensor([ids]))
+    return sums
+
+
+def test_layerwise_collection_equals_a_whole_model_forward(micro_dense, dense_imatrix, calib_samples):
+    ref = _whole_model_reference(micro_dense, calib_samples)
+    assert len(ref) == 12
+    for name, want in ref.items():
+        got = dense_imatrix.entries[name].sums[0]
+        assert np.allclose(got, want, rtol=2e-4, atol=1e-6), name
+
+
 @pytest.mark.slow
 def test_imatrix_moe_counts_routed_tokens_per_expert(micro_moe, calib_samples):
     cfg = json.loads((micro_moe / "config.json").read_text())
     n_exp = cfg.get("num_experts") or cfg["num_local_experts"]
-    im = collect_imatrix(micro_moe, calib_samples, n_params=12_000_000)
+    im = collect_imatrix(inspect_checkpoint(micro_moe), calib_samples)
     n_tok = sum(len(s) for s in calib_samples)
     for i in range(cfg["num_hidden_layers"]):
         gate = im.entries[f"blk.{i}.ffn_gate_exps.weight"]
@@ -241,7 +278,7 @@ def test_imatrix_lowers_kld_on_the_trained_micro_model(micro_dense, tmp_path, ca
 
     base, _ = _base(micro_dense, tmp_path / "base.gguf")
     cs = load_mix("default").build(micro_dense, samples=64)
-    im = collect_imatrix(micro_dense, cs.samples, n_params=6_000_000)
+    im = collect_imatrix(inspect_checkpoint(micro_dense), cs.samples)
     opts = EvalOptions(text="wikitext2", max_tokens=8192, ctx=512, speed=False, threads=1)
     for ftype in ("Q3_K_M", "Q2_K"):
         kld = {}

@@ -6,10 +6,12 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from ...catalog.architecture import ArchShape, iter_tensors, param_counts
-from ..base import GiB, Progress, QuantFormat, SizeEstimate, no_progress
+from ...catalog.architecture import ArchShape, iter_tensors
+from ..base import GiB, Progress, QuantFormat, SizeEstimate, largest_layer_params, no_progress
 from .config import GGUFConfig, nominal_bits, parse_options
-from .types import TABLE_TYPES, UNQUANTISED, estimate_file_size, normalise_type
+from .types import TABLE_TYPES, estimate_file_size, normalise_type
+
+CALIB_TOKENS = 128 * 512  # the default mix: 128 samples of up to 512 tokens
 
 
 class GGUFFormat(QuantFormat):
@@ -21,13 +23,16 @@ class GGUFFormat(QuantFormat):
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         ftype = normalise_type(variant)
-        # the converter streams chunks; llama.cpp's quantiser holds one tensor (MoE: one layer's
-        # stacked experts) in f32 plus its quantised copy; the importance matrix (on by default at
-        # 4 bits and below) runs the model in transformers, at least in bf16
+        # llama.cpp's quantiser holds one tensor (MoE: one layer's stacked experts) in f32 plus its
+        # quantised copy; the converter streams chunks. The importance matrix (on by default at 4
+        # bits and below) runs the model one layer at a time: a layer (bf16 at least, with copies
+        # while it is assembled), the embedding table once, and the calibration's hidden states
         biggest = max(t.total_numel for t in iter_tensors(arch, stacked=True))
         peak = int(5 * biggest + 0.75 * GiB)
-        if ftype not in UNQUANTISED and GGUFConfig(types=(ftype,)).uses_imatrix(ftype):
-            peak = max(peak, int(2.2 * param_counts(arch).total + GiB))
+        if GGUFConfig(types=(ftype,)).uses_imatrix(ftype):
+            hidden_states = 2 * 4 * CALIB_TOKENS * arch.hidden_size
+            layer = 5 * largest_layer_params(arch)
+            peak = max(peak, int(layer + 2 * arch.vocab_size * arch.hidden_size + hidden_states + GiB))
         return SizeEstimate(artifact_bytes=estimate_file_size(arch, ftype), quantise_peak_bytes=peak)
 
     def nominal_bits(self, variant: str) -> int:

@@ -283,12 +283,9 @@ class GGUFBuild:
                 log.warning(
                     "replacing %s: %s were quantised with the previous one", path.name, ", ".join(users)
                 )
-        from ...catalog.architecture import param_counts
         from .imatrix import collect_imatrix
 
-        im = collect_imatrix(
-            self.info.path, cs.samples, n_params=param_counts(self.info.arch).total, progress=self.progress
-        )
+        im = collect_imatrix(self.info, cs.samples, progress=self.progress)
         im.datasets = [cs.mix]
         im.meta = {**want, "calibration.mix": cs.mix, "calibration.tokens": str(cs.n_tokens)}
         tmp = self.work / "tmp-imatrix"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ _UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?)B?\s*$", re.IGNORECASE)
 # the types whose llama.cpp kernels take an importance matrix (Q8_0 and the float types do not)
 IMATRIX_TYPES = frozenset(t for t in FILE_TYPES if t not in UNQUANTISED and t != "Q8_0")
+log = logging.getLogger(__name__)
 OWN_OPTIONS = ("types", "imatrix", "calib", "calib_samples", "max_shard_size")
 
 
@@ -108,12 +110,10 @@ def parse_options(options: dict[str, Any]) -> GGUFConfig:
         else DEFAULT_MAX_SHARD,
     )
     if ("calib" in options or "calib_samples" in options) and not cfg.needs_imatrix:
+        # not an error: a build file gives one calibration to every cell, Q8_0 ones included
         why = "--no-imatrix" if cfg.imatrix is False else f"none of {', '.join(types)} uses one by default"
-        raise UsageError(
-            "--calib and --calib-samples only feed the importance matrix, and this run makes none ("
-            + why
-            + ")",
-            hint="drop them, or pass --imatrix",
+        log.warning(
+            "--calib/--calib-samples only feed the importance matrix, and this run makes none (%s)", why
         )
     if cfg.needs_imatrix:
         from ...calib import load_mix

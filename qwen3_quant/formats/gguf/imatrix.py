@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...checkpoint import CheckpointInfo
 from ..base import Progress, no_progress
 from .tensors import LINEAR_MODULES
 
@@ -115,65 +116,144 @@ class Imatrix:
         return im
 
 
-# --- collection ------------------------------------------------------------------------------
-
-
-def _pick_dtype(torch, model_dir: Path, n_params: int):
-    """fp32 when it fits comfortably in free memory (exact activations), else the checkpoint's bf16."""
-    import psutil
-
-    return torch.float32 if 4 * n_params * 1.5 < psutil.virtual_memory().available else torch.bfloat16
+# --- collection, one decoder layer at a time --------------------------------------------------
 
 
 def collect_imatrix(
-    model_dir: Path,
+    info: CheckpointInfo,
     samples: list[list[int]],
     *,
-    n_params: int,
     threads: int | None = None,
     progress: Progress = no_progress,
 ) -> Imatrix:
-    """Run the calibration samples through the unquantised model and accumulate the statistics."""
-    import torch
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    """Run the calibration samples through the unquantised model and accumulate the statistics.
 
-    from ...eval.transformers_runner import check_loading_info
+    The model is run one decoder layer at a time: each layer's weights are read from the
+    safetensors shards, every sample's hidden states go through it (hooks collect the linear
+    inputs), and the layer is dropped before the next is read. Memory is one layer plus the
+    samples' hidden states, not the model. Layers compute in fp32 when that fits in free memory
+    (exact activations), else in the checkpoint's bf16.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     if threads:
         torch.set_num_threads(threads)
-    dtype = _pick_dtype(torch, model_dir, n_params)
-    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True)
-    check_loading_info(Path(model_dir), info)
-    model.eval()
+    config = AutoConfig.from_pretrained(info.path)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    body = skeleton.model
+    rotary = type(body.rotary_emb)(config=skeleton.config)
+    weights = _Weights(info)
+    hidden = _embed(torch, weights, samples)
+    masks = {n: torch.full((n, n), float("-inf")).triu(1)[None, None] for n in {len(s) for s in samples}}
     im = Imatrix()
-    handles = _install_hooks(torch, model, im)
-    body = model.model  # the decoder stack: the output head is not collected, no need to run it
-    try:
-        with torch.inference_mode():
-            for i, ids in enumerate(samples):
-                body(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=False)
-                progress("importance matrix", i + 1, len(samples))
-    finally:
-        for h in handles:
-            h.remove()
+    n_layers = len(body.layers)
+    with torch.inference_mode():
+        for li in range(n_layers):
+            layer = body.layers[li]
+            dtype = _layer_dtype(torch, layer)
+            layer.load_state_dict(weights.layer_state(layer, li, dtype), strict=True, assign=True)
+            handles = _install_hooks(torch, layer, li, im)
+            try:
+                for k, h in enumerate(hidden):
+                    pos = torch.arange(h.shape[1])[None]
+                    cos, sin = rotary(h, pos)
+                    out = layer(
+                        h.to(dtype),
+                        attention_mask=masks[h.shape[1]].to(dtype),
+                        position_ids=pos,
+                        position_embeddings=(cos.to(dtype), sin.to(dtype)),
+                    )
+                    hidden[k] = (out[0] if isinstance(out, tuple) else out).float()
+            finally:
+                for hd in handles:
+                    hd.remove()
+            body.layers[li] = layer.to("meta")  # drop the weights before the next layer is read
+            progress("importance matrix (layers)", li + 1, n_layers)
     im.chunk_count = len(samples)
     im.chunk_size = max((len(s) for s in samples), default=0)
-    log.info("importance matrix: %d tensors from %d samples (%s)", len(im.entries), len(samples), dtype)
+    log.info("importance matrix: %d tensors from %d samples", len(im.entries), len(samples))
     return im
 
 
-def _install_hooks(torch, model, im: Imatrix) -> list:
+class _Weights:
+    """Reads one layer's tensors from the safetensors shards, in the layout the layer module wants."""
+
+    def __init__(self, info: CheckpointInfo):
+        self.info = info
+        self.where = {name: info.path / meta.shard for name, meta in info.tensors.items()}
+
+    def get(self, name: str):
+        from safetensors import safe_open
+
+        with safe_open(self.where[name], framework="pt") as f:
+            return f.get_tensor(name)
+
+    def layer_state(self, layer, li: int, dtype) -> dict:
+        import torch
+
+        prefix = f"model.layers.{li}."
+        state = {}
+        for name in self.where:
+            if name.startswith(prefix) and ".mlp.experts." not in name:
+                state[name[len(prefix) :]] = self.get(name).to(dtype)
+        experts = getattr(getattr(layer, "mlp", None), "experts", None)
+        if experts is None:
+            return state
+        e_prefix = prefix + "mlp.experts."
+        if hasattr(experts, "gate_up_proj"):  # transformers 5's fused expert module
+            if self.info.expert_layout == "fused":
+                for k in ("gate_up_proj", "down_proj"):
+                    state[f"mlp.experts.{k}"] = self.get(e_prefix + k).to(dtype)
+            else:
+                n = experts.gate_up_proj.shape[0]
+                gate_up = [
+                    torch.cat(
+                        [
+                            self.get(f"{e_prefix}{e}.gate_proj.weight"),
+                            self.get(f"{e_prefix}{e}.up_proj.weight"),
+                        ]
+                    )
+                    for e in range(n)
+                ]
+                state["mlp.experts.gate_up_proj"] = torch.stack(gate_up).to(dtype)
+                down = [self.get(f"{e_prefix}{e}.down_proj.weight") for e in range(n)]
+                state["mlp.experts.down_proj"] = torch.stack(down).to(dtype)
+        else:  # one module per expert
+            for e in range(len(experts)):
+                for k in ("gate_proj", "up_proj", "down_proj"):
+                    if self.info.expert_layout == "fused":
+                        raise NotImplementedError("fused checkpoint with a per-expert transformers module")
+                    state[f"mlp.experts.{e}.{k}.weight"] = self.get(f"{e_prefix}{e}.{k}.weight").to(dtype)
+        return state
+
+
+def _embed(torch, weights: _Weights, samples: list[list[int]]) -> list:
+    table = weights.get("model.embed_tokens.weight")
+    out = [table[torch.tensor(s, dtype=torch.long)][None].float() for s in samples]
+    del table
+    return out
+
+
+def _layer_dtype(torch, layer):
+    import psutil
+
+    n = sum(p.numel() for p in layer.parameters())
+    return torch.float32 if 4 * n * 3 < psutil.virtual_memory().available else torch.bfloat16
+
+
+def _install_hooks(torch, layer, li: int, im: Imatrix) -> list:
     handles = []
-    for li, layer in enumerate(model.model.layers):
-        for path, gname in LINEAR_MODULES.items():
-            mod = layer.get_submodule(path) if _has(layer, path) else None
-            if isinstance(mod, torch.nn.Linear):
-                handles.append(mod.register_forward_pre_hook(_dense_hook(im, f"blk.{li}.{gname}.weight")))
-        experts = layer.get_submodule("mlp.experts") if _has(layer, "mlp.experts") else None
-        if experts is not None:
-            handles += _expert_hooks(torch, experts, im, li)
+    for path, gname in LINEAR_MODULES.items():
+        mod = layer.get_submodule(path) if _has(layer, path) else None
+        if isinstance(mod, torch.nn.Linear):
+            handles.append(mod.register_forward_pre_hook(_dense_hook(im, f"blk.{li}.{gname}.weight")))
+    experts = layer.get_submodule("mlp.experts") if _has(layer, "mlp.experts") else None
+    if experts is not None:
+        handles += _expert_hooks(torch, experts, im, li)
     return handles
 
 
