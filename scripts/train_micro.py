@@ -357,7 +357,7 @@ def write_readmes(rows: list[dict]) -> None:
         t = json.loads((d / "training.json").read_text())
         c = json.loads((d / "config.json").read_text())
         ffn = (
-            f"{c['num_experts']} experts x {c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}"
+            f"{c.get('num_experts') or c['num_local_experts']} experts x {c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}"
             if arch == "moe"
             else str(c["intermediate_size"])
         )
@@ -374,7 +374,8 @@ def write_readmes(rows: list[dict]) -> None:
         "special tokens and a Qwen3-style chat template with `enable_thinking`; rope theta 1e6, bf16 weights.",
         "The dense model ties its embeddings (like Qwen3-0.6B/1.7B/4B), the MoE model does not (like",
         "Qwen3-30B-A3B). Hidden and feed-forward sizes are multiples of 256, so every GGUF K-quant and group",
-        "size 128 apply.",
+        "size 128 apply. Train time is the wall time on the 2-core machine that trained them, shared",
+        "with other jobs at the time (about 2 s per step when idle).",
         "",
         "## Perplexity",
         "",
