@@ -268,22 +268,24 @@ def _trained(model_dir: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_imatrix_lowers_kld_on_the_trained_micro_model(micro_dense, tmp_path, cache_dir, shared_data):
-    """The same type with and without the importance matrix, against the unquantised model on
-    held-out text (wikitext-2, not in the calibration mix)."""
+def test_imatrix_lowers_kld_and_ppl_on_the_trained_micro_model(micro_dense, tmp_path, cache_dir, shared_data):
+    """Q4_K_M with and without the importance matrix (default mix), against the unquantised model,
+    on the held-out book and on wikitext-2 (neither is calibration data). Measured: KLD 0.000192 ->
+    0.000174 and 0.000244 -> 0.000188; perplexity increase 0.154% -> 0.126% and 0.104% -> -0.041%."""
     if not _trained(micro_dense):
         pytest.skip("the bundled micro model is an untrained placeholder")
     from qwen3_quant.calib import load_mix
     from qwen3_quant.eval.evaluate import EvalOptions, evaluate
 
-    base, _ = _base(micro_dense, tmp_path / "base.gguf")
+    base, info = _base(micro_dense, tmp_path / "base.gguf")
     cs = load_mix("default").build(micro_dense, samples=64)
-    im = collect_imatrix(inspect_checkpoint(micro_dense), cs.samples)
-    opts = EvalOptions(text="wikitext2", max_tokens=8192, ctx=512, speed=False, threads=1)
-    for ftype in ("Q3_K_M", "Q2_K"):
-        kld = {}
-        for use in (False, True):
-            out = tmp_path / f"{ftype}-{use}.gguf"
-            quantize_gguf(base, out, ftype, imatrix=im if use else None)
-            kld[use] = evaluate(out, base=micro_dense, options=opts).kld_mean
-        assert kld[True] < kld[False], (ftype, kld)
+    im = collect_imatrix(info, cs.samples)
+    quantize_gguf(base, tmp_path / "plain.gguf", "Q4_K_M")
+    quantize_gguf(base, tmp_path / "imatrix.gguf", "Q4_K_M", imatrix=im)
+    held_out = shared_data / "corpus-en" / "gutenberg" / "pg43_stevenson_jekyll_and_hyde.txt"
+    for text in (str(held_out), "wikitext2"):
+        opts = EvalOptions(text=text, max_tokens=8192, ctx=512, speed=False, threads=1)
+        plain = evaluate(tmp_path / "plain.gguf", base=micro_dense, options=opts)
+        with_im = evaluate(tmp_path / "imatrix.gguf", base=micro_dense, options=opts)
+        assert with_im.kld_mean < 0.95 * plain.kld_mean, (text, with_im.kld_mean, plain.kld_mean)
+        assert with_im.ppl_increase_pct < plain.ppl_increase_pct, (text, with_im.perplexity, plain.perplexity)

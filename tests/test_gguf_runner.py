@@ -56,6 +56,7 @@ def _parity(model_dir: Path, gguf_file: Path, ids: list[int]) -> None:
         got = r.logits(ids)
         got_gen = r.generate(ids[:40], 12).tokens
         assert got.shape == want.shape == (len(ids), r.n_vocab)
+        print(f"{gguf_file.name}: max abs logit difference {np.abs(got - want).max():.2e}")
         assert np.abs(got - want).max() <= 1e-3, np.abs(got - want).max()
         assert got_gen == want_gen  # greedy decoding with the KV cache
         # the same window again, from an empty cache, gives the same numbers

@@ -46,7 +46,19 @@ def check_gguf_files(path: Path) -> None:
 class LlamaCppRunner(Runner):
     runtime = "llama.cpp"
 
-    def __init__(self, path: Path, *, ctx: int, threads: int | None = None, kv_type: str = "f16"):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ctx: int,
+        threads: int | None = None,
+        kv_type: str = "f16",
+        flash_attn: bool | None = None,
+    ):
+        """``kv_type="f32"`` is the parity mode: an F32 KV cache and, unless ``flash_attn`` says
+        otherwise, no flash attention (llama.cpp's CPU flash attention rounds through F16; with it
+        the micro model's logits differ from transformers' by ~1.6e-3, without by ~1.5e-5). By
+        default llama.cpp decides (flash attention on where it helps), as its own tools do."""
         super().__init__(path, ctx=ctx, threads=threads)
         if kv_type not in KV_TYPES:
             raise UsageError(f"unknown KV cache type {kv_type}", hint="use f16 or f32")
@@ -70,6 +82,10 @@ class LlamaCppRunner(Runner):
         cparams.n_seq_max = 1
         cparams.n_threads = cparams.n_threads_batch = n_threads
         cparams.type_k = cparams.type_v = KV_TYPES[kv_type]
+        if flash_attn is None and kv_type == "f32":
+            flash_attn = False
+        if flash_attn is not None:
+            cparams.flash_attn_type = 1 if flash_attn else 0
         cparams.no_perf = True
         with captured_log() as lines:
             self._ctx = L.llama_init_from_model(model, cparams)
