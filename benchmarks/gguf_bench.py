@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("Qwen3-Micro", "Qwen3-Micro-MoE")
 IMATRIX_TYPES = ("Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 SPEED_TYPES = ("BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
+DECODE_TOKENS = 128
 HELD_OUT = "corpus-en/gutenberg/pg43_stevenson_jekyll_and_hyde.txt"
 
 # runs a conversion in a fresh process and reports wall time, CPU time and peak RSS (VmHWM starts
@@ -78,7 +79,9 @@ def _patched_converter(src: Path, dest: Path) -> Path:
     text = qwen.read_text()
     old = "        except FileNotFoundError:\n            self._set_vocab_gpt2()"
     assert old in text, "llama.cpp's converter changed: update the patch"
-    qwen.write_text(text.replace(old, old.replace("FileNotFoundError", "(FileNotFoundError, ModuleNotFoundError)")))
+    qwen.write_text(
+        text.replace(old, old.replace("FileNotFoundError", "(FileNotFoundError, ModuleNotFoundError)"))
+    )
     return dest / "convert_hf_to_gguf.py"
 
 
@@ -126,7 +129,7 @@ def bench_imatrix(model_dir: Path, work: Path, texts: dict[str, str], max_tokens
     from qwen3_quant.calib import load_mix
     from qwen3_quant.checkpoint import inspect_checkpoint
     from qwen3_quant.eval.evaluate import EvalOptions, evaluate
-    from qwen3_quant.formats.gguf.imatrix import collect_imatrix
+    from qwen3_quant.formats.gguf.imatrix import Imatrix, collect_imatrix
     from qwen3_quant.formats.gguf.quantizer import quantize_gguf
 
     info = inspect_checkpoint(model_dir)
@@ -135,17 +138,23 @@ def bench_imatrix(model_dir: Path, work: Path, texts: dict[str, str], max_tokens
     im = collect_imatrix(info, cs.samples)
     out = {"calibration": {k: cs.summary()[k] for k in ("mix", "samples", "tokens", "sha256")}}
     out["imatrix_wall_s"], out["imatrix_cpu_s"] = time.perf_counter() - t, time.process_time() - c
+    # a uniform matrix (all ones) takes llama.cpp's weighted code path without calibration
+    # information: it separates the effect of the path from the effect of the statistics
+    uniform = Imatrix()
+    for name, e in im.entries.items():
+        u = uniform.entry(name, *e.sums.shape)
+        u.sums[:], u.counts[:] = 1.0, 1
+    variants = {"plain": None, "uniform": uniform, "imatrix": im}
     base = work / "ours-0.gguf"
     rows = []
     for text_name, text in texts.items():
         opts = EvalOptions(text=text, max_tokens=max_tokens, ctx=512, speed=False, threads=1)
         for ftype in IMATRIX_TYPES:
             row = {"text": text_name, "type": ftype}
-            for use in (False, True):
-                f = work / f"{ftype}-{'imatrix' if use else 'plain'}.gguf"
-                quantize_gguf(base, f, ftype, imatrix=im if use else None)
+            for key, matrix in variants.items():
+                f = work / f"{ftype}-{key}.gguf"
+                quantize_gguf(base, f, ftype, imatrix=matrix)
                 e = evaluate(f, base=model_dir, options=opts)
-                key = "imatrix" if use else "plain"
                 row[key] = {"ppl": e.perplexity, "kld": e.kld_mean, "top1": e.top1_agreement}
                 row["base_ppl"], row["tokens"] = e.base_perplexity, e.tokens_scored
             rows.append(row)
@@ -154,23 +163,32 @@ def bench_imatrix(model_dir: Path, work: Path, texts: dict[str, str], max_tokens
 
 
 def bench_speed(model_dir: Path, work: Path, repeats: int, threads: int) -> list[dict]:
-    from qwen3_quant.eval.speed import measure_speed
+    """Round-robin over the types, so that load on the shared machine spreads over all of them."""
     from qwen3_quant.formats.gguf.quantizer import quantize_gguf
     from qwen3_quant.formats.gguf.runner import LlamaCppRunner
 
     base = work / "ours-0.gguf"
-    prompt = list(range(200, 712))  # 512 tokens
-    rows = []
+    files = {}
     for ftype in SPEED_TYPES:
-        f = base if ftype == "BF16" else work / f"speed-{ftype}.gguf"
+        files[ftype] = base if ftype == "BF16" else work / f"speed-{ftype}.gguf"
         if ftype != "BF16":
-            quantize_gguf(base, f, ftype)
-        with LlamaCppRunner(f, ctx=1024, threads=threads) as r:
-            sp = measure_speed(r, prompt, 64, repeats)
-        rows.append(
-            {"type": ftype, "bytes": f.stat().st_size, "prefill_tps": sp.prefill_tps, "decode_tps": sp.decode_tps}
-        )
-    return rows
+            quantize_gguf(base, files[ftype], ftype)
+    prompt = list(range(200, 712))  # 512 tokens
+    runs: dict[str, list] = {t: [] for t in SPEED_TYPES}
+    for _ in range(repeats):
+        for ftype, f in files.items():
+            with LlamaCppRunner(f, ctx=1024, threads=threads) as r:
+                r.generate(prompt[:16], 4)  # warm-up
+                runs[ftype].append(r.generate(prompt, DECODE_TOKENS))
+    return [
+        {
+            "type": t,
+            "bytes": files[t].stat().st_size,
+            "prefill_tps": statistics.median(g.prefill_tps for g in runs[t]),
+            "decode_tps": statistics.median(g.decode_tps for g in runs[t]),
+        }
+        for t in SPEED_TYPES
+    ]
 
 
 def _mb(n: float) -> str:
@@ -209,9 +227,11 @@ def report(res: dict, command: str) -> str:
         "",
         "## Importance matrix: the same type with and without",
         "",
-        "llama.cpp's quantiser (`llama_model_quantize`) from the same BF16 file, with the importance matrix "
-        "computed from the `default` calibration mix or without one. Perplexity (ppl) and mean KL divergence "
-        "(KLD, top-32) against the unquantised model (transformers, fp32), windows of 512 tokens.",
+        "llama.cpp's quantiser (`llama_model_quantize`) from the same BF16 file: without an importance matrix "
+        "(*plain*), with a uniform one of all ones (*uniform*: llama.cpp's weighted code path, no calibration "
+        "information), and with the one computed from the `default` calibration mix (*imatrix*). Perplexity "
+        "(ppl) and mean KL divergence (KLD, top-32) against the unquantised model (transformers, fp32), "
+        "windows of 512 tokens; neither text is calibration data.",
         "",
     ]
     for m, im in res["imatrix"].items():
@@ -222,21 +242,25 @@ def report(res: dict, command: str) -> str:
             f"Calibration: mix `{cal['mix']}`, {cal['samples']} samples, {cal['tokens']} tokens; "
             f"importance matrix in {im['imatrix_wall_s']:.0f} s wall ({im['imatrix_cpu_s']:.0f} s CPU).",
             "",
-            "| text | type | ppl base | ppl | ppl with imatrix | KLD | KLD with imatrix | KLD ratio | top-1 | top-1 with imatrix |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| text | type | ppl base | ppl plain | ppl uniform | ppl imatrix | KLD plain | KLD uniform "
+            "| KLD imatrix | KLD imatrix / plain | top-1 plain | top-1 imatrix |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in im["rows"]:
-            p, q = r["plain"], r["imatrix"]
+            p, u, q = r["plain"], r["uniform"], r["imatrix"]
             lines.append(
-                f"| {r['text']} | {r['type']} | {r['base_ppl']:.2f} | {p['ppl']:.2f} | {q['ppl']:.2f} | "
-                f"{p['kld']:.5f} | {q['kld']:.5f} | {q['kld'] / p['kld']:.2f}x | {p['top1']:.4f} | {q['top1']:.4f} |"
+                f"| {r['text']} | {r['type']} | {r['base_ppl']:.2f} | {p['ppl']:.2f} | {u['ppl']:.2f} | "
+                f"{q['ppl']:.2f} | {p['kld']:.6f} | {u['kld']:.6f} | {q['kld']:.6f} | "
+                f"{q['kld'] / p['kld']:.2f}x | {p['top1']:.4f} | {q['top1']:.4f} |"
             )
         lines.append("")
     lines += [
         "## Speed per type in llama.cpp",
         "",
-        f"Prefill of a 512-token prompt and greedy decoding of 64 tokens with the KV cache, {res['threads']} "
-        f"threads, median of {res['repeats']} runs after a warm-up.",
+        f"Prefill of a 512-token prompt and greedy decoding of {DECODE_TOKENS} tokens with the KV cache, "
+        f"{res['threads']} thread(s), median of {res['speed_repeats']} runs taken round-robin over the types "
+        "(one thread: on a shared 2-core machine, llama.cpp's spinning worker threads make 2-thread timings "
+        "swing several-fold).",
         "",
         "| model | type | file | prefill tok/s | decode tok/s | prefill vs BF16 | decode vs BF16 |",
         "|---|---|---|---|---|---|---|",
@@ -257,7 +281,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=16384)
     ap.add_argument("--calib-samples", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--speed-repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gguf.md")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -268,7 +293,8 @@ def main() -> None:
     data = shared_data_dir()
     texts = {"held-out book (Jekyll and Hyde)": str(data / HELD_OUT), "wikitext-2 test": "wikitext2"}
     res: dict = {"machine": host_description(), "repeats": args.repeats, "threads": args.threads}
-    res["load"] = [os.getloadavg()[0], None]
+    res["speed_repeats"] = args.speed_repeats
+    res["load"] = [round(os.getloadavg()[0], 2), None]
     res["conversion"], res["imatrix"], res["speed"] = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="gguf-bench-") as tmp:
         tmp = Path(tmp)
@@ -279,9 +305,9 @@ def main() -> None:
             work.mkdir()
             res["conversion"][name] = bench_conversion(model, converter, work, args.repeats)
             res["imatrix"][name] = bench_imatrix(model, work, texts, args.max_tokens, args.calib_samples)
-            res["speed"][name] = bench_speed(model, work, args.repeats, args.threads)
+            res["speed"][name] = bench_speed(model, work, args.speed_repeats, args.threads)
             print(json.dumps({name: res["conversion"][name]}), flush=True)
-    res["load"][1] = os.getloadavg()[0]
+    res["load"][1] = round(os.getloadavg()[0], 2)
     command = "python benchmarks/gguf_bench.py --llama-cpp-src /tmp/llsrc/llama.cpp"
     args.out.write_text(report(res, command))
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

@@ -95,11 +95,16 @@ class GGUFBuild:
     def request(self, ftype: str) -> dict[str, Any]:
         """What a variant's recipe must match for an existing file to be kept."""
         uses = self.cfg.uses_imatrix(ftype)
+        if not uses:
+            return {"type": ftype, "imatrix": False, "calib": None, "calib_samples": None}
+        from ...calib import load_mix
+
+        mix = load_mix(self.cfg.calib)  # names the mix and its sample count the same way every run
         return {
             "type": ftype,
-            "imatrix": uses,
-            "calib": self.cfg.calib if uses else None,
-            "calib_samples": self.cfg.calib_samples if uses else None,
+            "imatrix": True,
+            "calib": mix.name,
+            "calib_samples": self.cfg.calib_samples or mix.samples,
         }
 
     # --- the run -------------------------------------------------------------------------------
@@ -219,6 +224,8 @@ class GGUFBuild:
         recipe["imatrix"] = im is not None
         recipe["imatrix_file"] = self.imatrix_name if im else None
         recipe["calibration"] = self._calib.summary() if im else None
+        if im is not None and self.info.arch.is_moe:  # experts no calibration token reached get ones
+            recipe["imatrix_expert_coverage"] = round(min(im.coverage().values()), 4)
         if single.stat().st_size <= self.cfg.max_shard_size:
             os.replace(single, target)
             return [target]
