@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...artifact import library_versions, load_manifest_or_none, record_variant, verify_files
+from ...artifact import load_manifest_or_none, record_variant, verify_files
 from ...calib import CalibSet, load_mix
 from ...checkpoint import fingerprint
 from ...errors import ArtifactExistsError, Qwen3QuantError, UsageError
@@ -72,7 +72,7 @@ def existing_artifact(dest: Path, variant: str, key: dict[str, Any], overwrite: 
         return False
     m = load_manifest_or_none(dest)
     v = (m or {}).get("variants", {}).get(variant)
-    if v and (v.get("recipe") or {}).get("key") == key:
+    if v and (v.get("details") or {}).get("key") == key:
         bad = verify_files(dest, m, v["files"])
         if not bad:
             log.info("%s already holds %s with this recipe; kept", dest, variant)
@@ -82,7 +82,8 @@ def existing_artifact(dest: Path, variant: str, key: dict[str, Any], overwrite: 
             hint="pass --overwrite to quantise it again",
         )
     raise ArtifactExistsError(
-        f"{dest} already exists with another recipe or source", hint="pass --overwrite or choose -o"
+        f"{dest} already exists and does not hold {variant} of this recipe, source and calibration",
+        hint="pass --overwrite or choose another folder with -o",
     )
 
 
@@ -213,13 +214,15 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progr
     t0 = time.perf_counter()
     variant = cfg.variant
     with atomic_output(dest, overwrite=overwrite) as tmp:
+        remove_path(tmp)  # left by a run that was killed
         tmp.mkdir(parents=True)
         result = run_worker({**job, "out": str(tmp.resolve())}, work, progress)
-        moe = _apply_policy(cfg, result, work)
+        moe, moe_details = _apply_policy(cfg, result)
         progress("writing checkpoint", 0, 1)
         export = finalize_checkpoint(
             tmp, source.path, arch, method=cfg.method, bits=cfg.bits, group=cfg.group_size
         )
+        qlog = result.get("quant_log", {})
         recipe = {
             "method": cfg.method,
             "quantizer": QUANTIZER,
@@ -229,19 +232,23 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progr
             "act_order": cfg.act_order,
             "damp_percent": cfg.damp_percent if cfg.method == "gptq" else None,
             "checkpoint_format": "gemm" if cfg.method == "awq" else "gptq",
+            "dtype": export["dtype"],
             "calibration": cs.summary() if cs else None,
             "calibration_mix": load_mix(cfg.calib).origin if cs else None,
             "moe": moe,
             "not_quantized": "embeddings, lm_head, norms (incl. q_norm/k_norm), MoE routers",
-            "export": export,
-            "quantizer_log": {
-                "modules": result.get("quant_log", {}).get("modules"),
-                "rtn_fallback_modules": result.get("quant_log", {}).get("fallback", []),
+        }
+        details = {
+            "key": key,
+            "routing": moe_details,
+            "quantizer_modules": qlog.get("modules"),
+            "rtn_fallback_modules": qlog.get("fallback", []),
+            "tokens_seen_by_quantizer": {
+                k: v for k, v in qlog.get("samples", {}).items() if ".experts." in k
             },
+            "export": export,
             "seconds": round(time.perf_counter() - t0, 1),
             "worker_peak_rss_bytes": result.get("peak_rss_bytes"),
-            "libraries": library_versions(("gptqmodel", "transformers", "torch", "optimum", "defuser")),
-            "key": key,
         }
         make_readable(tmp)
         files = sorted(
@@ -256,14 +263,18 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progr
             files=files,
             recipe=recipe,
             command=command,
+            details=details,
         )
 
 
-def _apply_policy(cfg: GPTQModelConfig, result: dict[str, Any], work: Path) -> dict[str, Any] | None:
-    """Raise for ``fail`` with starved experts; otherwise describe what the policy did."""
+def _apply_policy(
+    cfg: GPTQModelConfig, result: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Raise for ``fail`` with starved experts; otherwise describe what the policy did: a summary
+    for the recipe and the per-expert statistics for the manifest's details."""
     routing = result.get("routing")
     if routing is None:
-        return None
+        return None, None
     stats = RoutingStats.from_summary(routing)
     starved = stats.starved()
     fell_back = result.get("quant_log", {}).get("fallback", [])
@@ -282,23 +293,27 @@ def _apply_policy(cfg: GPTQModelConfig, result: dict[str, Any], work: Path) -> d
         )
     if starved:
         log.warning(
-            "%d starved expert(s) (%s): %s",
-            len(starved),
-            cfg.starved_experts,
-            stats.describe_starved(),
+            "%d starved expert(s) (%s): %s", len(starved), cfg.starved_experts, stats.describe_starved()
         )
+    experts = {tuple(n.split(".")[2:6:3]) for n in fell_back}
     did = {
-        "fail": "no expert below the threshold; all experts calibrated on their routed tokens",
+        "fail": "no expert below the threshold; every expert calibrated on its routed tokens",
         "calibrate-all": "every expert calibrated on every calibration token (GPTQModel ExpertsRoutingBypass)",
-        "rtn": f"{len(fell_back)} module(s) below the threshold quantised by round-to-nearest",
+        "rtn": f"{len(fell_back)} projection(s) of {len(experts)} expert(s) quantised by round-to-nearest",
     }[cfg.starved_experts]
-    return {
+    summary = {
         "policy": cfg.starved_experts,
         "threshold": cfg.starved_threshold,
-        "what_happened": did,
-        "rtn_modules": fell_back,
-        "routing": routing,
-        "tokens_seen_by_quantizer": {
-            k: v for k, v in result.get("quant_log", {}).get("samples", {}).items() if ".experts." in k
+        "threshold_tokens": round(stats.threshold, 2),
+        "routed_tokens_per_expert": {
+            "min": routing["min"],
+            "median": routing["median"],
+            "max": routing["max"],
         },
+        "experts_below_threshold": len(starved),
+        "starved_experts": [f"layer {la} expert {e}: {n}" for la, e, n in starved[:16]]
+        + ([f"... {len(starved) - 16} more"] if len(starved) > 16 else []),
+        "rtn_experts": len(experts),
+        "what_happened": did,
     }
+    return summary, routing
