@@ -3,7 +3,7 @@ and our command's overhead against a bare GPTQModel script, on the trained micro
 
     PYTHONPATH=. python benchmarks/gptq_bench.py --samples 32
 
-One run does everything and writes benchmarks/gptq.md (report) and benchmarks/gptq_results.json.
+One run does everything and writes benchmarks/gptq.md (report) and benchmarks/gptq_results.json (raw).
 
 - Quality: every artifact is reloaded in transformers + GPTQModel's CPU kernels (the serving path)
   and scored on the fixed protocol against the unquantised model: perplexity, mean KL divergence
@@ -212,6 +212,10 @@ def fmt(x, nd=3):
     return "n/a" if x is None else f"{x:.{nd}f}"
 
 
+def kld(x):
+    return "n/a" if x is None else f"{x:.2e}"
+
+
 def report(res: dict, path: Path, command: str) -> None:
     lines = [
         "# GPTQ / AWQ benchmark (trained micro models)",
@@ -277,7 +281,7 @@ def report(res: dict, path: Path, command: str) -> None:
             cells = []
             for t in texts:
                 s = r["scores"][t]
-                cells += [fmt(s["ppl_increase_pct"], 2), fmt(s["kld_mean"], 4), fmt(s["top1"], 3)]
+                cells += [fmt(s["ppl_increase_pct"], 2), kld(s["kld_mean"]), fmt(s["top1"], 3)]
             lines.append(f"| {mix} | {r['tokens']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
@@ -368,10 +372,10 @@ def main() -> None:
         res["mixes"][model] = mixes
         for method in ("gptq", "awq"):
             res["overhead"].append(overhead(model, method, args.samples, args.work, args.repeats))
-        (ROOT / "benchmarks" / "gptq_results.json").write_text(json.dumps(res, indent=1))
+        args.report.with_name(args.report.stem + "_results.json").write_text(json.dumps(res, indent=1))
     command = "PYTHONPATH=. python benchmarks/gptq_bench.py " + " ".join(sys.argv[1:])
     report(res, args.report, command.strip())
-    (ROOT / "benchmarks" / "gptq_results.json").write_text(json.dumps(res, indent=1))
+    args.report.with_name(args.report.stem + "_results.json").write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
