@@ -9,17 +9,15 @@ every file at quantisation time; publishing checks them again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import platform
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .errors import MissingFileError
-from .io import atomic_write_json, sha256_file
+from .io import atomic_write_json, file_lock, sha256_file
 
 MANIFEST = "qwen3_quant.json"
 SCHEMA = 1
@@ -63,16 +61,9 @@ def host_description() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} threads, {platform.system()}"
 
 
-@contextlib.contextmanager
-def manifest_lock(folder: Path) -> Iterator[None]:
+def manifest_lock(folder: Path):
     """Serialise read-modify-write of one folder's manifest across processes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f".{MANIFEST}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(Path(folder) / f".{MANIFEST}.lock")
 
 
 def load_manifest(folder: Path) -> dict[str, Any]:
