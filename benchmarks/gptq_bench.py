@@ -7,8 +7,9 @@ One run does everything and writes benchmarks/gptq.md (report) and benchmarks/gp
 
 - Quality: every artifact is reloaded in transformers + GPTQModel's CPU kernels (the serving path)
   and scored on the fixed protocol against the unquantised model: perplexity, mean KL divergence
-  of the top-32 distribution, top-1 agreement, on two texts (wikitext-2 prose; GSM8K test
-  conversations rendered through the model's chat template, thinking on and off).
+  of the top-32 distribution, top-1 agreement, on two texts: the Gutenberg book the micro models
+  did not train on (Jekyll and Hyde) and GSM8K test conversations rendered through the model's
+  chat template, thinking on and off.
 - RTN is GPTQModel's own round-to-nearest (RTNConfig) at the same bits and group size, packed in
   the same GPTQ format and served by the same kernels: only the weight rounding differs.
 - Overhead: `qwen3-quant quantize ... --no-validate` against `bare` (this file's bare mode: load the
@@ -77,6 +78,15 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
     return {"wall_s": wall, "peak_rss_mb": peak / 2**20}
 
 
+def held_out_book(out: Path) -> Path:
+    """The Gutenberg book the micro models did not train on, without Gutenberg's header and footer."""
+    from qwen3_quant.textdata import read_text, shared_data_dir, strip_gutenberg
+
+    book = shared_data_dir() / "corpus-en/gutenberg/pg43_stevenson_jekyll_and_hyde.txt"
+    out.write_text(strip_gutenberg(read_text(book)))
+    return out
+
+
 def gsm8k_chat_text(model_dir: Path, out: Path, n: int = 60) -> Path:
     """GSM8K test conversations through the model's chat template, half with thinking on."""
     from transformers import AutoTokenizer
@@ -127,7 +137,7 @@ def score(artifact: Path, texts: dict[str, str], speed: bool) -> dict[str, dict]
         r = evaluate(
             artifact,
             options=EvalOptions(
-                text=text, ctx=512, max_tokens=16384, speed=speed and name == "wikitext2", repeats=2
+                text=text, ctx=512, max_tokens=16384, speed=speed and name == "held-out book", repeats=2
             ),
         )
         out[name] = {
@@ -245,7 +255,7 @@ def report(res: dict, path: Path, command: str) -> None:
                 cells += [
                     fmt(s["ppl"], 2),
                     fmt(s["ppl_increase_pct"], 2),
-                    fmt(s["kld_mean"], 4),
+                    kld(s["kld_mean"]),
                     fmt(s["top1"], 3),
                 ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -343,7 +353,7 @@ def main() -> None:
     for model in args.models.split(","):
         src = resolve_model(model)
         texts = {
-            "wikitext2": "wikitext2",
+            "held-out book": str(held_out_book(args.work / "jekyll-and-hyde.txt")),
             "gsm8k-chat": str(gsm8k_chat_text(src.path, args.work / f"{model}-chat.txt")),
         }
         rows = {}

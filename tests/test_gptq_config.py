@@ -31,7 +31,6 @@ def test_defaults_follow_qwens_releases():
         ("gptq", {}, "Qwen3-8B-GPTQ-Int4"),
         ("gptq", {"bits": 8}, "Qwen3-8B-GPTQ-Int8"),
         ("awq", {}, "Qwen3-8B-AWQ"),
-        ("awq", {"bits": 8}, "Qwen3-8B-AWQ-Int8"),
         ("gptq", {"group_size": 32, "sym": False}, "Qwen3-8B-GPTQ-Int4-g32-asym"),
         ("gptq", {"act_order": True}, "Qwen3-8B-GPTQ-Int4-act-order"),
         ("awq", {"sym": True, "group_size": 64}, "Qwen3-8B-AWQ-g64-sym"),
@@ -44,8 +43,8 @@ def test_artifact_names(fmt_name, options, name):
 
 
 def test_one_variant_per_run_with_its_bits(fmt):
-    c = fmt.parse_options({"bits": 8, "group_size": 64})
-    assert fmt.variants(c) == ["W8g64"]
+    c = fmt.parse_options({"bits": 4, "group_size": 64})
+    assert fmt.variants(c) == ["W4g64"]
     assert fmt.nominal_bits("W8g64") == 8 and fmt.nominal_bits("W4g128") == 4
     assert fmt.implemented and fmt.available()
 
@@ -74,6 +73,13 @@ def test_bad_options_name_the_problem(fmt, options, words):
     with pytest.raises(UsageError) as err:
         fmt.parse_options(options)
     assert words in err.value.one_line()
+
+
+def test_awq_is_4_bit_only():
+    assert get_format("gptq").parse_options({"bits": 8}).bits == 8
+    with pytest.raises(UsageError, match="AWQ supports --bits 4 only") as err:
+        get_format("awq").parse_options({"bits": 8})
+    assert "--format gptq --bits 8" in err.value.one_line()
 
 
 def test_act_order_is_gptq_only():

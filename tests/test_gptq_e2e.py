@@ -234,8 +234,8 @@ def test_starved_options_are_for_moe_models_only(env, tiny_model):
 
 @pytest.mark.parametrize(
     "model, fmt, bits",
-    [("Qwen3-Micro", "awq", 8), ("Qwen3-Micro-MoE", "gptq", 4)],
-    ids=["dense-awq8", "moe-gptq4"],
+    [("Qwen3-Micro", "awq", 4), ("Qwen3-Micro-MoE", "gptq", 8)],
+    ids=["dense-awq4", "moe-gptq8"],
 )
 def test_micro_models_pass_the_default_gates(env, micro_dense, micro_moe, model, fmt, bits):
     src = micro_dense if model == "Qwen3-Micro" else micro_moe

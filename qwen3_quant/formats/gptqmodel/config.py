@@ -125,6 +125,14 @@ def parse_options(method: str, options: dict[str, Any]) -> GPTQModelConfig:
         bits = options["bits"]
         if not isinstance(bits, int) or bits not in BITS:
             raise UsageError(f"{fmt} cannot use --bits {bits}", hint="use --bits 4 or --bits 8")
+        if method == "awq" and bits != 4:
+            # measured on Qwen3-Micro: 8-bit AWQ from GPTQModel 7.6 has 30-50% weight error on about
+            # one output channel in eight (mean KLD 7e-4, worse than its 4-bit AWQ; 8-bit RTN 2e-6)
+            raise UsageError(
+                "AWQ supports --bits 4 only here: GPTQModel's 8-bit AWQ corrupts some output channels "
+                "(see benchmarks/gptq.md), and vLLM / SGLang serve 4-bit AWQ only",
+                hint="use --format gptq --bits 8",
+            )
         kw["bits"] = bits
     if "group_size" in options:
         g = options["group_size"]

@@ -160,11 +160,6 @@ def quantize_artifact(
             f"--starved-experts / --starved-threshold apply to Qwen3-MoE models; {source.name} is dense",
             hint="leave them out",
         )
-    if cfg.method == "awq" and cfg.bits != 4:
-        log.warning(
-            "AWQ with %d bits loads in transformers + GPTQModel; vLLM and SGLang serve 4-bit AWQ only",
-            cfg.bits,
-        )
     dest = Path(dest)
     progress("building calibration set", 0, 1)
     cs = calibration(cfg, source.path)
