@@ -122,3 +122,59 @@ def test_expected_layout_covers_every_linear_once(method):
     linears = [t for t in iter_tensors(MOE) if t.role in LINEAR_ROLES]
     assert sum(k.endswith(".qweight") for k in want) == len(linears)
     assert not any(k.endswith(".weight") and k.removesuffix(".weight") + ".qweight" in want for k in want)
+
+
+def test_router_rescaled_to_see_the_source_input():
+    import torch
+
+    from qwen3_quant.formats.gptqmodel.routers import RouterRepairError, rescaled_router, router_error
+
+    torch.manual_seed(0)
+    gate, norm = torch.randn(8, 16), torch.rand(16) + 0.5
+    s = torch.rand(16) + 0.5  # AWQ folds 1/s into the norm and s into the experts
+    awq_norm = norm / s
+    assert router_error(gate, awq_norm, gate, norm) > 0.1  # the router now sees another input
+    fixed = rescaled_router(gate, norm, awq_norm)
+    assert router_error(fixed, awq_norm, gate, norm) < 1e-6
+    torch.testing.assert_close(fixed, gate * s[None, :])
+    with pytest.raises(RouterRepairError, match="scaled to zero"):
+        rescaled_router(gate, norm, torch.where(torch.arange(16) == 3, 0.0, awq_norm))
+
+
+def test_restore_router_inputs_rewrites_only_changed_layers(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from qwen3_quant.formats.gptqmodel.routers import restore_router_inputs, router_error
+
+    arch = dataclasses.replace(MOE, num_hidden_layers=2)
+    h, e = arch.hidden_size, arch.num_experts
+    torch.manual_seed(1)
+    src, art = tmp_path / "src", tmp_path / "art"
+    src.mkdir(), art.mkdir()
+    tensors = {}
+    for i in range(2):
+        tensors[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.rand(h) + 0.5
+        tensors[f"model.layers.{i}.mlp.gate.weight"] = torch.randn(e, h) * 0.05
+    save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()}, str(src / "model.safetensors"))
+    src_t = load_file(str(src / "model.safetensors"))
+    out = {k: v.half() for k, v in src_t.items()}
+    s = torch.rand(h) + 0.5
+    out["model.layers.1.post_attention_layernorm.weight"] = (
+        src_t["model.layers.1.post_attention_layernorm.weight"].float() / s
+    ).half()
+    out["other.qweight"] = torch.arange(4, dtype=torch.int32)
+    save_file(out, str(art / "model.safetensors"), metadata={"format": "pt"})
+    info = restore_router_inputs(art, src, arch)
+    assert info["routers_rescaled_layers"] == [1] and info["router_max_rel_error"] < 1e-3
+    got = load_file(str(art / "model.safetensors"))
+    assert torch.equal(got["model.layers.0.mlp.gate.weight"], out["model.layers.0.mlp.gate.weight"])
+    assert torch.equal(got["other.qweight"], out["other.qweight"])
+    p = "model.layers.1."
+    err = router_error(
+        got[p + "mlp.gate.weight"],
+        got[p + "post_attention_layernorm.weight"],
+        src_t[p + "mlp.gate.weight"],
+        src_t[p + "post_attention_layernorm.weight"],
+    )
+    assert err < 1e-3

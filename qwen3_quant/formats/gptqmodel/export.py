@@ -6,6 +6,8 @@
 - tokenizer, chat template, generation config and license are the source's files, byte for byte
   (GPTQModel's tokenizer wrapper rewrites pad tokens and sampling defaults).
 - every float tensor is stored as float16.
+- Qwen3-MoE routers see the input they were trained on (:mod:`.routers`: AWQ rescales the norm
+  before them).
 - the tensor layout is checked: each linear layer of the architecture packed with the expected
   shapes; embeddings, ``lm_head``, norms (including q_norm / k_norm) and the MoE routers kept as
   plain weights.
@@ -23,6 +25,7 @@ from ...catalog.architecture import LINEAR_ROLES, ArchShape, iter_tensors
 from ...checkpoint import read_safetensors_header
 from ...errors import Qwen3QuantError
 from ...io import atomic_write_json
+from .routers import restore_router_inputs
 
 FROM_SOURCE = (
     "tokenizer.json",
@@ -185,6 +188,8 @@ def finalize_checkpoint(
     for lic in [*source.glob("LICENSE*"), *source.glob("NOTICE*")]:
         shutil.copy2(lic, folder / lic.name)
     dtype_info = to_float16(folder)
+    if arch.is_moe:
+        dtype_info.update(restore_router_inputs(folder, source, arch))
     problems = layout_problems(read_tensor_table(folder), arch, method, bits, group)
     if problems:
         raise ArtifactLayoutError(

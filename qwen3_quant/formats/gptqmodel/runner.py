@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from ...errors import RuntimeLoadError
@@ -42,4 +43,11 @@ class GPTQModelRunner(TransformersRunner):
             with quiet():
                 defuser.replace_fused_blocks("qwen3_moe")
         with quiet():
-            return super()._load()
+            model = super()._load()
+        # GPTQModel torch.compiles every quantised layer's dequantisation; on MoE models torch hits
+        # its recompile limit, warns at length and runs the rest eagerly. Keep that out of the output
+        # unless the user asked torch for logs.
+        dynamo = logging.getLogger("torch._dynamo")
+        if dynamo.level == logging.NOTSET and not os.environ.get("TORCH_LOGS"):
+            dynamo.setLevel(logging.ERROR)
+        return model
