@@ -178,6 +178,7 @@ def test_gptq_int8_moe_calibrate_all(moe_gptq8, tiny_model):
     )
     seen = details["tokens_seen_by_quantizer"]
     assert seen and set(seen.values()) == {8 * 64}  # every expert saw every calibration token
+    assert details["export"]["routers_rescaled_layers"] == []  # GPTQ leaves norms and routers alone
 
 
 def test_validation_catches_random_experts_without_the_defuser_fix(moe_gptq8, env):
