@@ -222,6 +222,25 @@ def fmt(x, nd=3):
     return "n/a" if x is None else f"{x:.{nd}f}"
 
 
+NOTES = """## Notes
+
+- RTN rows are GPTQModel's `RTNConfig` (symmetric, like the GPTQ rows); AWQ rows use zero points
+  (asymmetric), the AWQ default. All rows at group size 128, same kernels per format.
+- AWQ-Int8 is measured here only as the evidence for refusing it: GPTQModel 7.6's 8-bit AWQ leaves
+  about one output channel in eight with 30-50% weight error. `qwen3-quant` offers AWQ at 4 bits.
+- Qwen3-Micro-MoE AWQ rows include the router rescaling qwen3-quant applies after GPTQModel (see
+  docs/gptq-awq.md); without it AWQ-Int4 was 3.8x worse than RTN-Int4 on the held-out book.
+- The mixes have the same number of samples, not of tokens: GSM8K conversations are shorter than
+  512 tokens, so `chat` calibrates on fewer tokens (see the tokens column).
+- Overhead: ours includes building the calibration set from the mix (tokenizer, chat template),
+  the MoE routing count (Qwen3-Micro-MoE: one extra forward pass of the unquantised model), the
+  float16 export with its layout check, and the manifest. Its memory overhead is the CLI process
+  (Python, torch, tokenizer: about 300 MB) living beside the GPTQModel worker: a constant, large
+  against a 5-11M-parameter model and small against a real one.
+- The machine was shared with other jobs during the run: wall times are indicative; each pair
+  ran alternately, so both sides saw similar load."""
+
+
 def kld(x):
     return "n/a" if x is None else f"{x:.2e}"
 
@@ -258,7 +277,8 @@ def report(res: dict, path: Path, command: str) -> None:
                     kld(s["kld_mean"]),
                     fmt(s["top1"], 3),
                 ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            label = f"{name} (not offered: see notes)" if name == "AWQ-Int8" else name
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("KLD ratio to RTN at the same bits (lower is better): ")
         for bits in (4, 8):
@@ -309,7 +329,7 @@ def report(res: dict, path: Path, command: str) -> None:
             f"| {o['model']} | {o['method']} | {m['ours']['wall_s']:.1f} | {m['bare']['wall_s']:.1f} | "
             f"{o['wall_ratio']:.2f} | {m['ours']['peak_rss_mb']:.0f} | {m['bare']['peak_rss_mb']:.0f} | {o['rss_ratio']:.2f} |"
         )
-    lines += ["", res.get("notes", ""), ""]
+    lines += ["", NOTES, ""]
     path.write_text("\n".join(lines))
 
 
@@ -320,6 +340,10 @@ def main() -> None:
     for a in ("--src", "--method", "--calib", "--out"):
         b.add_argument(a, required=True)
     b.add_argument("--bits", type=int, default=4)
+    r = sub.add_parser("report", help="rewrite the report from the results JSON of an earlier run")
+    r.add_argument(
+        "--command", default="PYTHONPATH=. python benchmarks/gptq_bench.py --samples 32 --repeats 2"
+    )
     ap.add_argument("--models", default="Qwen3-Micro,Qwen3-Micro-MoE")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
@@ -328,6 +352,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.mode == "bare":
         return bare(args)
+    if args.mode == "report":
+        res = json.loads(args.report.with_name(args.report.stem + "_results.json").read_text())
+        return report(res, args.report, args.command)
 
     import logging
 

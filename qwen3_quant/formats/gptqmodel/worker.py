@@ -12,6 +12,7 @@ starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's per-
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import resource
@@ -52,6 +53,7 @@ def routing_pass(job: dict, events: Events) -> dict[str, Any]:
         progress=lambda d, t: events("counting routed tokens", d, t),
     )
     del model
+    gc.collect()  # before GPTQModel loads its own copy
     return stats.summary()
 
 
