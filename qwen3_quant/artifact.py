@@ -103,8 +103,12 @@ def record_variant(
     recipe: dict[str, Any],
     shared_files: list[str] = (),
     command: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Add or replace one variant (with the sha256 of its files) in the folder's manifest."""
+    """Add or replace one variant (with the sha256 of its files) in the folder's manifest.
+
+    ``recipe`` is what a reader (and the model card) needs to know and reproduce; ``details`` holds
+    bulky diagnostics (per-expert statistics, logs) kept in the manifest only."""
     folder = Path(folder)
     with manifest_lock(folder):
         m = load_manifest_or_none(folder) or new_manifest(name, fmt, source)
@@ -121,6 +125,8 @@ def record_variant(
             "command": command,
             "validation": None,
         }
+        if details is not None:
+            m["variants"][variant]["details"] = details
         atomic_write_json(folder / MANIFEST, m)
         return m
 

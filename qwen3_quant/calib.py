@@ -6,9 +6,14 @@ shares, a sample count, a sequence length and a seed. Sources:
 - ``text``: UTF-8 files (globs; ``shared:`` prefix = the shared data folder, ``builtin:pydoc`` =
   Python's own topic help); random passages cut at line starts.
 - ``jsonl-chat``: JSON-lines rows rendered as conversations through the model's own chat
-  template, with thinking on (reasoning in ``<think>``) or off.
-- ``jsonl``: JSON-lines rows whose fields are joined (e.g. code prompts and solutions).
-- ``hf-dataset``: a Hub dataset through the ``datasets`` library (online only).
+  template, with thinking on (reasoning in ``<think>``) or off: question/answer rows
+  (``fields = {user = "{question}", assistant = "{answer}"}``) or rows holding a ``messages``
+  list (roles, content, optional ``reasoning_content``).
+- ``jsonl``: JSON-lines rows whose fields are joined (e.g. code prompts and solutions), or one
+  text field (``fields = {text = "text"}``).
+- ``hf-dataset``: a Hub dataset through the ``datasets`` library (online, ``pip install
+  'qwen3-quant[datasets]'``); its rows are read like ``jsonl-chat`` rows (``thinking`` on/off,
+  ``messages`` or question/answer fields) or, with ``fields = {text = "..."}``, as plain text.
 
 Sampling depends only on the mix, the files and the tokenizer: the same inputs give the same
 tokens, and ``CalibSet.sha256`` identifies them. Sources that cannot be read here (no shared
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingFileError, UsageError
+from .errors import Qwen3QuantError, UsageError
 from .textdata import builtin_text, read_text, shared_data_dir, strip_gutenberg
 
 log = logging.getLogger(__name__)
@@ -256,9 +261,13 @@ class _Loaded:
             return self.text[start : start + span]
         row = self.rows[int(rng.integers(0, len(self.rows)))]
         f = self.src.fields
+        if "text" in f:  # rows of plain text (a jsonl file or a Hub text dataset)
+            return str(row.get(f["text"], ""))
         if self.src.kind == "jsonl":
             keys = f.get("join", "").split(",") if f.get("join") else list(row)
             return "".join(str(row.get(k.strip(), "")) for k in keys)
+        if isinstance(row.get(f.get("messages", "messages")), list):
+            return self._render_messages(row[f.get("messages", "messages")], tok)
         user = f.get("user", "{question}").format(**row)
         answer = f.get("assistant", "{answer}").format(**row)
         reasoning, final = _split_reasoning(answer)
@@ -279,14 +288,29 @@ class _Loaded:
             return tok.apply_chat_template(messages, tokenize=False, enable_thinking=bool(self.src.thinking))
         return f"{user}\n{content}\n"
 
+    def _render_messages(self, raw: list, tok) -> str:
+        """Rows that already are conversations (``{"role", "content"[, "reasoning_content"]}``);
+        with thinking off, reasoning is dropped and the template renders the non-thinking form."""
+        messages = [{"role": "system", "content": self.src.system}] if self.src.system else []
+        for m in raw:
+            msg = {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
+            if self.src.thinking and m.get("reasoning_content"):
+                msg["reasoning_content"] = str(m["reasoning_content"])
+            messages.append(msg)
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(messages, tokenize=False, enable_thinking=bool(self.src.thinking))
+        return "\n".join(m["content"] for m in messages) + "\n"
+
 
 def build_calibration(mix: CalibMix, tok, *, samples: int, seq_len: int) -> CalibSet:
     loaded, skipped = [], []
     for s in mix.sources:
         try:
             ld = _Loaded(s)
-        except (MissingFileError, OSError, ValueError) as exc:
-            log.warning("calibration source %s skipped: %s", s.name, exc)
+        except (Qwen3QuantError, OSError, ValueError, KeyError, ImportError) as exc:
+            # a missing file, no `datasets` library, offline for a Hub dataset: recorded as skipped
+            why = exc.one_line() if isinstance(exc, Qwen3QuantError) else exc
+            log.warning("calibration source %s skipped: %s", s.name, why)
             skipped.append(s.name)
             continue
         if ld.empty:

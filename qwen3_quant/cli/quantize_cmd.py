@@ -34,6 +34,10 @@ from ..formats import FORMATS
 @click.option("--calib-samples", type=int, help="Override the mix's sample count.")
 @click.option("--max-shard-size", help="GGUF: split files above this size (e.g. 45G).")
 @click.option("--starved-experts", help="MoE GPTQ/AWQ: fail, calibrate-all or rtn.")
+@click.option(
+    "--starved-threshold",
+    help="MoE GPTQ/AWQ: experts routed fewer calibration tokens are starved: a count or a % of them (default 0.5%).",
+)
 @click.option("--revision", help="Hub revision of MODEL.")
 @click.option(
     "-o",

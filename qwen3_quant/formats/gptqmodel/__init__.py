@@ -1,12 +1,34 @@
-"""GPTQ and AWQ through GPTQModel (one backend, two formats)."""
+"""GPTQ and AWQ through GPTQModel (one backend, two formats).
+
+``qwen3-quant quantize MODEL --format gptq|awq``: calibration from a named mix (``calib/``),
+GPTQModel in a worker process, Qwen3-MoE expert coverage with a starved-expert policy, a standard
+checkpoint named as Qwen's releases (``Qwen3-8B-GPTQ-Int4``, ``Qwen3-8B-AWQ``) with its manifest,
+then validation through transformers + GPTQModel's CPU kernels (:mod:`.runner`).
+"""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ...catalog.architecture import ArchShape
 from ...errors import UsageError
-from ..base import GiB, QuantFormat, SizeEstimate, kept_tensor_bytes, largest_layer_params, linear_tensors
+from ..base import (
+    GiB,
+    Progress,
+    QuantFormat,
+    SizeEstimate,
+    kept_tensor_bytes,
+    largest_layer_params,
+    linear_tensors,
+    no_progress,
+)
+from .config import GPTQModelConfig, parse_options
+
+if TYPE_CHECKING:
+    from ...checkpoint import CheckpointInfo
+    from ...sources import ModelSource
 
 _VARIANT = re.compile(r"^w(?P<bits>[2-8])(?:g(?P<group>-?\d+))?$", re.I)
 
@@ -41,6 +63,48 @@ class _GPTQModelFormat(QuantFormat):
     runtime = "transformers+gptqmodel"
     table_types = ("W4g128", "W8g128")
     g_idx = False
+    implemented = True
+
+    def nominal_bits(self, variant: str) -> int:
+        return parse_variant(variant)[0]
+
+    def available(self) -> bool:
+        from .libenv import libraries_present
+
+        return libraries_present(self.name)
+
+    def parse_options(self, options: dict[str, Any]) -> GPTQModelConfig:
+        return parse_options(self.name, options)
+
+    def artifact_name(self, model_name: str, config: GPTQModelConfig) -> str:
+        return model_name + config.name_suffix()
+
+    def variants(self, config: GPTQModelConfig) -> list[str]:
+        return [config.variant]
+
+    def quantize(
+        self,
+        source: ModelSource,
+        info: CheckpointInfo,
+        config: GPTQModelConfig,
+        out_dir: Path,
+        *,
+        overwrite: bool = False,
+        progress: Progress = no_progress,
+    ) -> list[str]:
+        from ...quantize import command_line
+        from .quantizer import quantize_artifact
+
+        return quantize_artifact(
+            source,
+            info,
+            config,
+            Path(out_dir),
+            fmt=self.name,
+            overwrite=overwrite,
+            progress=progress,
+            command=command_line(),
+        )
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         bits, group = parse_variant(variant)

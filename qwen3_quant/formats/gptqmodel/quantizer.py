@@ -1,0 +1,314 @@
+"""One GPTQ / AWQ artifact: calibration, the GPTQModel worker process, the standard checkpoint,
+the manifest.
+
+The artifact is written under a temporary name and renamed when complete. An artifact already
+there with the same recipe, source, calibration tokens and intact files is kept; anything else
+already there is replaced only with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...artifact import load_manifest_or_none, record_variant, verify_files
+from ...calib import CalibSet, load_mix
+from ...checkpoint import fingerprint
+from ...errors import ArtifactExistsError, Qwen3QuantError, UsageError
+from ...io import atomic_output, make_readable, remove_path
+from ..base import Progress, no_progress
+from .config import GPTQModelConfig
+from .export import finalize_checkpoint
+from .libenv import prepare_env
+from .moe import RoutingStats, StarvedExpertsError
+
+if TYPE_CHECKING:
+    from ...checkpoint import CheckpointInfo
+    from ...sources import ModelSource
+
+log = logging.getLogger(__name__)
+QUANTIZER = "gptqmodel"
+
+
+class QuantizerFailedError(Qwen3QuantError):
+    """GPTQModel stopped with an error."""
+
+
+def source_record(src: ModelSource) -> dict[str, Any]:
+    return {
+        "spec": src.spec,
+        "name": src.name,
+        "hub_id": src.hub_id,
+        "revision": src.revision,
+        "path": str(src.path),
+        "fingerprint": fingerprint(src.path),
+    }
+
+
+def calibration(cfg: GPTQModelConfig, model_dir: Path) -> CalibSet | None:
+    if cfg.method == "rtn":
+        return None
+    return load_mix(cfg.calib).build(model_dir, samples=cfg.calib_samples)
+
+
+def recipe_key(cfg: GPTQModelConfig, source_fp: str, calib_sha: str | None, is_moe: bool) -> dict[str, Any]:
+    key = cfg.key()
+    if not is_moe:
+        key.pop("starved_experts")
+        key.pop("starved_threshold")
+    return {**key, "source_fingerprint": source_fp, "calibration_sha256": calib_sha}
+
+
+def existing_artifact(dest: Path, variant: str, key: dict[str, Any], overwrite: bool) -> bool:
+    """True when ``dest`` already holds this exact variant, intact; raises when it holds something
+    else and ``overwrite`` is off."""
+    if not dest.exists() or overwrite:
+        return False
+    m = load_manifest_or_none(dest)
+    v = (m or {}).get("variants", {}).get(variant)
+    if v and (v.get("details") or {}).get("key") == key:
+        bad = verify_files(dest, m, v["files"])
+        if not bad:
+            log.info("%s already holds %s with this recipe; kept", dest, variant)
+            return True
+        raise ArtifactExistsError(
+            f"{dest} holds {variant} but {bad[0]} differs from its manifest",
+            hint="pass --overwrite to quantise it again",
+        )
+    raise ArtifactExistsError(
+        f"{dest} already exists and does not hold {variant} of this recipe, source and calibration",
+        hint="pass --overwrite or choose another folder with -o",
+    )
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[3])  # the folder holding the qwen3_quant package
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the worker reads local folders only
+    return env
+
+
+def run_worker(job: dict[str, Any], work: Path, progress: Progress) -> dict[str, Any]:
+    """Run the GPTQModel worker on ``job``; returns its result. Its output goes to ``work/gptqmodel.log``."""
+    work = work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    job = {**job, "events": str(work / "events.jsonl"), "result": str(work / "result.json")}
+    for f in ("events.jsonl", "result.json"):
+        (work / f).unlink(missing_ok=True)
+    (work / "job.json").write_text(json.dumps(job))
+    prepare_env()
+    log_path = work / "gptqmodel.log"
+    cmd = [sys.executable, "-m", "qwen3_quant.formats.gptqmodel.worker", str(work / "job.json")]
+    with open(log_path, "w") as logf:
+        # GPTQModel writes a logs/ folder into its working directory: keep it in `work`
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_worker_env(), cwd=work)
+        try:
+            _follow(proc, work / "events.jsonl", progress)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    res_file = work / "result.json"
+    result = json.loads(res_file.read_text()) if res_file.is_file() else {}
+    if proc.returncode != 0 or result.get("status") == "error":
+        err = result.get("error") or f"the GPTQModel worker exited with status {proc.returncode}"
+        raise QuantizerFailedError(f"GPTQModel failed: {err}", hint=f"its full output is in {log_path}")
+    return result
+
+
+def _follow(proc: subprocess.Popen, events: Path, progress: Progress) -> None:
+    pos = 0
+    while True:
+        running = proc.poll() is None
+        if events.is_file():
+            with open(events) as fh:
+                fh.seek(pos)
+                for line in fh:
+                    if line.endswith("\n"):
+                        e = json.loads(line)
+                        progress(e["stage"], e["done"], e["total"])
+                        pos += len(line.encode())
+        if not running:
+            return
+        time.sleep(0.25)
+
+
+def quantize_artifact(
+    source: ModelSource,
+    info: CheckpointInfo,
+    cfg: GPTQModelConfig,
+    dest: Path,
+    *,
+    fmt: str,
+    overwrite: bool = False,
+    progress: Progress = no_progress,
+    command: str | None = None,
+) -> list[str]:
+    arch = info.arch
+    if cfg.starved_experts_given and not arch.is_moe:
+        raise UsageError(
+            f"--starved-experts / --starved-threshold apply to Qwen3-MoE models; {source.name} is dense",
+            hint="leave them out",
+        )
+    dest = Path(dest)
+    progress("building calibration set", 0, 1)
+    cs = calibration(cfg, source.path)
+    progress("building calibration set", 1, 1)
+    src_fp = fingerprint(source.path)
+    key = recipe_key(cfg, src_fp, cs.sha256 if cs else None, arch.is_moe)
+    variant = cfg.variant
+    if existing_artifact(dest, variant, key, overwrite):
+        return [variant]
+    job = {
+        "method": cfg.method,
+        "bits": cfg.bits,
+        "group_size": cfg.group_size,
+        "sym": cfg.sym,
+        "act_order": cfg.act_order,
+        "damp_percent": cfg.damp_percent,
+        "source": str(Path(source.path).resolve()),
+        "samples": cs.samples if cs else [],
+        "moe": {"policy": cfg.starved_experts, "threshold": cfg.starved_threshold} if arch.is_moe else None,
+    }
+    work = dest.parent / f".{dest.name}.work"
+    try:
+        _write(
+            source,
+            arch,
+            cfg,
+            cs,
+            key,
+            job,
+            dest,
+            work,
+            fmt=fmt,
+            overwrite=overwrite,
+            progress=progress,
+            command=command,
+        )
+    except QuantizerFailedError:
+        raise  # its log stays in `work`
+    except BaseException:
+        remove_path(work)
+        raise
+    remove_path(work)
+    return [variant]
+
+
+def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progress, command) -> None:
+    t0 = time.perf_counter()
+    variant = cfg.variant
+    with atomic_output(dest, overwrite=overwrite) as tmp:
+        remove_path(tmp)  # left by a run that was killed
+        tmp.mkdir(parents=True)
+        result = run_worker({**job, "out": str(tmp.resolve())}, work, progress)
+        moe, moe_details = _apply_policy(cfg, result)
+        progress("writing checkpoint", 0, 1)
+        export = finalize_checkpoint(
+            tmp, source.path, arch, method=cfg.method, bits=cfg.bits, group=cfg.group_size
+        )
+        qlog = result.get("quant_log", {})
+        recipe = {
+            "method": cfg.method,
+            "quantizer": QUANTIZER,
+            "bits": cfg.bits,
+            "group_size": cfg.group_size,
+            "sym": cfg.sym,
+            "act_order": cfg.act_order,
+            "damp_percent": cfg.damp_percent if cfg.method == "gptq" else None,
+            "checkpoint_format": "gemm" if cfg.method == "awq" else "gptq",
+            "dtype": export["dtype"],
+            "calibration": cs.summary() if cs else None,
+            "calibration_mix": load_mix(cfg.calib).origin if cs else None,
+            "moe": moe,
+            "not_quantized": "embeddings, lm_head, norms (incl. q_norm/k_norm), MoE routers",
+        }
+        details = {
+            "key": key,
+            "routing": moe_details,
+            "quantizer_modules": qlog.get("modules"),
+            "rtn_fallback_modules": qlog.get("fallback", []),
+            "tokens_seen_by_quantizer": {
+                k: v for k, v in qlog.get("samples", {}).items() if ".experts." in k
+            },
+            "export": export,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "worker_peak_rss_bytes": result.get("peak_rss_bytes"),
+        }
+        make_readable(tmp)
+        files = sorted(
+            str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        record_variant(
+            tmp,
+            name=dest.name,
+            fmt=fmt,
+            source=source_record(source),
+            variant=variant,
+            files=files,
+            recipe=recipe,
+            command=command,
+            details=details,
+        )
+
+
+def _apply_policy(
+    cfg: GPTQModelConfig, result: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Raise for ``fail`` with starved experts; otherwise describe what the policy did: a summary
+    for the recipe and the per-expert statistics for the manifest's details."""
+    routing = result.get("routing")
+    if routing is None:
+        return None, None
+    stats = RoutingStats.from_summary(routing)
+    starved = stats.starved()
+    fell_back = result.get("quant_log", {}).get("fallback", [])
+    if result.get("status") == "starved":
+        raise StarvedExpertsError(
+            f"{len(starved)} expert(s) got fewer than {stats.threshold:g} calibration tokens "
+            f"(--starved-threshold {cfg.starved_threshold}): {stats.describe_starved()}; "
+            f"per expert min {routing['min']}, median {routing['median']:g}, max {routing['max']}",
+            hint="add calibration samples (--calib-samples), or use --starved-experts calibrate-all or rtn",
+        )
+    if result.get("status") == "fallback":
+        raise StarvedExpertsError(
+            f"GPTQModel fell back to round-to-nearest for {len(fell_back)} module(s) during quantisation, "
+            f"first {fell_back[0]}",
+            hint="add calibration samples, or use --starved-experts calibrate-all or rtn",
+        )
+    if starved:
+        log.warning(
+            "%d starved expert(s) (%s): %s", len(starved), cfg.starved_experts, stats.describe_starved()
+        )
+    experts = {tuple(n.split(".")[2:6:3]) for n in fell_back}
+    did = {
+        "fail": "no expert below the threshold; every expert calibrated on its routed tokens",
+        "calibrate-all": "every expert calibrated on every calibration token (GPTQModel ExpertsRoutingBypass)",
+        "rtn": f"{len(fell_back)} projection(s) of {len(experts)} expert(s) quantised by round-to-nearest",
+    }[cfg.starved_experts]
+    summary = {
+        "policy": cfg.starved_experts,
+        "threshold": cfg.starved_threshold,
+        "threshold_tokens": round(stats.threshold, 2),
+        "routed_tokens_per_expert": {
+            "min": routing["min"],
+            "median": routing["median"],
+            "max": routing["max"],
+        },
+        "experts_below_threshold": len(starved),
+        "starved_experts": [f"layer {la} expert {e}: {n}" for la, e, n in starved[:16]]
+        + ([f"... {len(starved) - 16} more"] if len(starved) > 16 else []),
+        "rtn_experts": len(experts),
+        "what_happened": did,
+    }
+    return summary, routing

@@ -1,0 +1,202 @@
+"""The GPTQModel run, in a process of its own: ``python -m qwen3_quant.formats.gptqmodel.worker JOB``.
+
+A separate process keeps GPTQModel's global patches (defuser, transformers hooks), its thread
+pools and its terminal output away from the caller, and returns all its memory when it ends.
+The job file says what to do; progress goes to ``job["events"]`` (JSON lines) and the outcome to
+``job["result"]``; the library's own output goes to stdout / stderr (the caller's log file).
+
+Steps: (MoE) count calibration tokens per expert with the unquantised model and apply the
+starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's per-module log.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import logging
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("qwen3_quant.gptqmodel.worker")
+
+
+class Events:
+    def __init__(self, path: str):
+        self.fh = open(path, "a", buffering=1)  # noqa: SIM115 - open for the life of the process
+
+    def __call__(self, stage: str, done: float, total: float, **extra: Any) -> None:
+        self.fh.write(json.dumps({"stage": stage, "done": done, "total": total, **extra}) + "\n")
+
+
+def routing_pass(job: dict, events: Events) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .config import threshold_tokens
+    from .moe import count_routed_tokens
+
+    samples = job["samples"]
+    total = sum(len(s) for s in samples)
+    spec = job["moe"]["threshold"]
+    model = AutoModelForCausalLM.from_pretrained(job["source"], dtype=torch.bfloat16)
+    model.eval()
+    stats = count_routed_tokens(
+        model,
+        samples,
+        threshold=threshold_tokens(spec, total),
+        threshold_spec=spec,
+        progress=lambda d, t: events("counting routed tokens", d, t),
+    )
+    del model
+    gc.collect()  # before GPTQModel loads its own copy
+    return stats.summary()
+
+
+def quantize_config(job: dict):
+    from gptqmodel.quantization.config import (
+        AWQConfig,
+        ExpertsRoutingBypass,
+        Fallback,
+        FallbackStrategy,
+        GPTQConfig,
+        MoEConfig,
+        RTNConfig,
+    )
+
+    common = {
+        "bits": job["bits"],
+        "group_size": job["group_size"],
+        "sym": job["sym"],
+        "offload_to_disk": False,  # the model is in memory anyway; no copy of it under /tmp
+    }
+    if job["method"] == "rtn":
+        return RTNConfig(**common)
+    moe = job.get("moe")
+    spec = moe["threshold"] if moe else "0.5%"
+    # GPTQModel's own low-coverage fallback (round-to-nearest below `threshold` routed tokens) has
+    # the same semantics as our starved-expert threshold, so `rtn` is exactly this fallback
+    fallback = Fallback(strategy=FallbackStrategy.RTN, threshold=spec if spec.endswith("%") else float(spec))
+    extra: dict[str, Any] = {"fallback": fallback}
+    if moe and moe["policy"] == "calibrate-all":
+        # every expert sees every calibration token; the layer output still uses the real routing
+        extra["moe"] = MoEConfig(routing=ExpertsRoutingBypass())
+    if job["method"] == "awq":
+        return AWQConfig(**common, **extra)
+    return GPTQConfig(**common, desc_act=job["act_order"], damp_percent=job["damp_percent"], **extra)
+
+
+def record_awq_fallbacks(found: list[str]) -> None:
+    """AWQ's quant log does not mark the scaling groups it quantised by round-to-nearest for want
+    of routed tokens; note them as GPTQModel decides them."""
+    try:
+        from gptqmodel.looper.awq_processor import AWQProcessor
+    except ImportError:
+        return
+    original = getattr(AWQProcessor, "_should_fallback_group", None)
+    if original is None:
+        log.warning("cannot record AWQ fallbacks with this GPTQModel version")
+        return
+
+    def wrapped(self, layer_names, input_feat):
+        decided = original(self, layer_names, input_feat)
+        if decided:
+            layer = getattr(getattr(self, "_scale_context", None), "layer_index", "?")
+            found.extend(f"model.layers.{layer}.{n}" for n in layer_names)
+        return decided
+
+    AWQProcessor._should_fallback_group = wrapped
+
+
+def read_quant_log(path: Path) -> dict[str, Any]:
+    """GPTQModel's ``quant_log.csv``: one row per quantised module with the tokens it saw; the
+    loss column says when a module fell back to round-to-nearest."""
+    if not path.is_file():
+        return {"modules": 0, "fallback": [], "samples": {}}
+    rows = list(csv.DictReader(path.open()))
+    fallback = sorted(
+        f"model.layers.{r['layer']}.{r['module']}"
+        for r in rows
+        if "fallback" in str(r.get("loss", "")).lower()
+    )
+    samples = {f"model.layers.{r['layer']}.{r['module']}": int(float(r["samples"] or 0)) for r in rows}
+    return {"modules": len(rows), "fallback": fallback, "samples": samples}
+
+
+def run(job: dict) -> dict[str, Any]:
+    from .libenv import import_gptqmodel, prepare_env
+
+    prepare_env()
+    events = Events(job["events"])
+    result: dict[str, Any] = {"status": "ok"}
+    t0 = time.perf_counter()
+    if job.get("moe") and job["method"] != "rtn":
+        events("counting routed tokens", 0, len(job["samples"]))
+        routing = routing_pass(job, events)
+        result["routing"] = routing
+        if routing["starved"] and job["moe"]["policy"] == "fail":
+            result["status"] = "starved"
+            return result
+    result["seconds_routing"] = time.perf_counter() - t0
+
+    gptqmodel = import_gptqmodel()
+    qc = quantize_config(job)
+    events("loading model", 0, 1)
+    t1 = time.perf_counter()
+    model = gptqmodel.GPTQModel.load(job["source"], qc, device="cpu")
+    n_layers = int(model.model.config.num_hidden_layers)
+    done = {"n": 0}
+
+    def layer_complete(layer_idx: int, submodule_finalized: bool = False, **_):
+        done["n"] = max(done["n"], int(layer_idx) + 1)
+        events("quantising layers", done["n"], n_layers)
+
+    model.layer_callback = layer_complete
+    awq_fallbacks: list[str] = []
+    if job["method"] == "awq":
+        record_awq_fallbacks(awq_fallbacks)
+    events("quantising layers", 0, n_layers)
+    kwargs: dict[str, Any] = {"batch_size": 1}
+    if job["method"] == "awq":
+        kwargs["backend"] = gptqmodel.BACKEND.AWQ_TORCH  # the default AWQ backend needs CUDA
+    if job["method"] == "rtn":
+        model.quantize(None, **kwargs)
+    else:
+        calib = [{"input_ids": s, "attention_mask": [1] * len(s)} for s in job["samples"]]
+        model.quantize(calib, **kwargs)
+    result["seconds_quantize"] = time.perf_counter() - t1
+    events("saving", 0, 1)
+    out = Path(job["out"])
+    model.save(str(out))
+    result["quant_log"] = read_quant_log(out / "quant_log.csv")
+    if job["method"] == "awq":
+        # AWQ's per-module sample counts are not routed-token counts (gate/up use the shared input)
+        result["quant_log"]["fallback"] = sorted(set(result["quant_log"]["fallback"]) | set(awq_fallbacks))
+        result["quant_log"]["samples"] = {}
+    if job.get("moe") and job["moe"]["policy"] == "fail" and result["quant_log"]["fallback"]:
+        result["status"] = "fallback"
+    result["seconds_total"] = time.perf_counter() - t0
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    job = json.loads(Path(argv[0]).read_text())
+    try:
+        result = run(job)
+        code = 0
+    except BaseException as exc:  # reported to the caller through the result file
+        traceback.print_exc()
+        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        code = 1
+    Path(job["result"]).write_text(json.dumps(result))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
