@@ -1,0 +1,192 @@
+"""Edits and summaries of a built ONNX folder that work on the graph, not on the weights' values.
+
+The weights stay in ``model.onnx.data``; only the graph (kilobytes) is loaded, and the data file is
+rewritten by streaming byte ranges when an edit drops a tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+EMBED_WEIGHT = "model.embed_tokens.weight"
+_COPY_CHUNK = 16 << 20
+
+
+def model_file(folder: Path) -> Path:
+    """The decoder graph the folder's genai_config.json names, else its only .onnx file."""
+    folder = Path(folder)
+    cfg = folder / "genai_config.json"
+    if cfg.is_file():
+        name = json.loads(cfg.read_text()).get("model", {}).get("decoder", {}).get("filename")
+        if name and (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("*.onnx"))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"{folder} holds {len(found)} .onnx files and no genai_config.json naming one"
+        )
+    return found[0]
+
+
+def _external(init) -> dict[str, str]:
+    return {e.key: e.value for e in init.external_data}
+
+
+def _set_external(init, location: str, offset: int, length: int) -> None:
+    del init.external_data[:]
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = init.external_data.add()
+        entry.key, entry.value = k, v
+
+
+def save_compacted(model, path: Path) -> None:
+    """Write ``model`` (loaded without external data) back to ``path``, copying into a fresh data
+    file only the byte ranges its initializers still reference."""
+    import onnx
+
+    folder = path.parent
+    tmp_data = folder / f".{DATA_FILE}.new"
+    pos = 0
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(tmp_data, "wb"))
+        sources: dict[str, Any] = {}
+        for init in model.graph.initializer:
+            if init.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            ext = _external(init)
+            loc = ext["location"]
+            if loc not in sources:
+                sources[loc] = stack.enter_context(open(folder / loc, "rb"))
+            src = sources[loc]
+            src.seek(int(ext.get("offset", 0)))
+            left = int(ext["length"])
+            _set_external(init, DATA_FILE, pos, left)
+            while left:
+                chunk = src.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise OSError(f"{loc} is shorter than its graph says")
+                out.write(chunk)
+                left -= len(chunk)
+                pos += len(chunk)
+    tmp_model = folder / f".{path.name}.new"
+    onnx.save_model(model, tmp_model)
+    os.replace(tmp_data, folder / DATA_FILE)
+    os.replace(tmp_model, path)
+
+
+def share_int8_embedding(folder: Path) -> bool:
+    """Make a tied model's embedding read the int8 lm_head matrix (GatherBlockQuantized, 8 bits)
+    instead of keeping its own fp32 copy. The builder shares tied embeddings for int4 only.
+
+    Returns whether the graph was changed.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = model_file(folder)
+    model = onnx.load(path, load_external_data=False)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    gather = next((n for n in g.node if n.op_type == "Gather" and n.input[0] == EMBED_WEIGHT), None)
+    lm = next((n for n in g.node if n.op_type == "MatMulNBits" and n.name.startswith("/lm_head/")), None)
+    if gather is None or lm is None:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in lm.attribute}
+    if attrs.get("bits") != 8:
+        return False
+    n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
+    blocks = -(-k // block)
+    if tuple(inits[EMBED_WEIGHT].dims) != (n, k):
+        return False
+
+    new_nodes, inputs = [], []
+    for idx, (name, shape) in enumerate(((lm.input[1], [n, blocks * block]), (lm.input[2], [n, blocks]))):
+        if list(inits[name].dims) == shape:
+            inputs.append(name)
+            continue
+        shape_name = f"/model/embed_tokens/shape_{idx}"
+        g.initializer.append(numpy_helper.from_array(_int64(shape), shape_name))
+        out = f"/model/embed_tokens/Reshape_{idx}/output_0"
+        new_nodes.append(helper.make_node("Reshape", [name, shape_name], [out], name=out.rsplit("/", 1)[0]))
+        inputs.append(out)
+    inputs.insert(1, gather.input[1])
+    if len(lm.input) > 3 and lm.input[3]:
+        zp_shape = "/model/embed_tokens/shape_zp"
+        g.initializer.append(numpy_helper.from_array(_int64([n, blocks]), zp_shape))
+        out = "/model/embed_tokens/Reshape_zp/output_0"
+        new_nodes.append(
+            helper.make_node("Reshape", [lm.input[3], zp_shape], [out], name="/model/embed_tokens/Reshape_zp")
+        )
+        inputs.append(out)
+    gbq = helper.make_node(
+        "GatherBlockQuantized",
+        inputs,
+        list(gather.output),
+        name="/model/embed_tokens/GatherBlockQuantized",
+        domain="com.microsoft",
+        bits=8,
+        block_size=block,
+        gather_axis=0,
+        quantize_axis=1,
+    )
+    pos = list(g.node).index(gather)
+    g.node.remove(gather)
+    for i, node in enumerate([*new_nodes, gbq]):
+        g.node.insert(pos + i, node)
+    g.initializer.remove(inits[EMBED_WEIGHT])
+    save_compacted(model, path)
+    return True
+
+
+def _int64(values):
+    import numpy as np
+
+    return np.asarray(values, dtype=np.int64)
+
+
+def summarise(folder: Path) -> dict[str, Any]:
+    """Operator counts and how the weights are stored: enough to tell what really got quantised."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(model_file(folder), load_external_data=False)
+    ops = Counter(n.op_type for n in model.graph.node)
+    out: dict[str, Any] = {"ops": dict(sorted(ops.items()))}
+    for n in model.graph.node:
+        if n.op_type in ("MatMulNBits", "QMoE", "GatherBlockQuantized"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            key = "expert_weight_bits" if n.op_type == "QMoE" else "bits"
+            out.setdefault(f"{n.op_type}_bits", set()).add(int(attrs.get(key, 4)))
+            if "block_size" in attrs:
+                out.setdefault(f"{n.op_type}_block_size", set()).add(int(attrs["block_size"]))
+            if n.op_type == "MatMulNBits":
+                out.setdefault("accuracy_level", set()).add(int(attrs.get("accuracy_level", 0)))
+    float_weights = [
+        i.name
+        for i in model.graph.initializer
+        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and len(i.dims) >= 2
+    ]
+    out["float_matrices"] = sorted(float_weights)
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in out.items()}
+
+
+def has_initializer(folder: Path, name: str) -> bool:
+    import onnx
+
+    model = onnx.load(model_file(folder), load_external_data=False)
+    return any(i.name == name for i in model.graph.initializer)
+
+
+def set_cpu_provider(folder: Path) -> None:
+    """genai_config.json: run on the CPU (the fp16 graph is built with the builder's CUDA recipe)."""
+    path = Path(folder) / "genai_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["model"]["decoder"].setdefault("session_options", {})["provider_options"] = []
+    path.write_text(json.dumps(cfg, indent=4) + "\n")
