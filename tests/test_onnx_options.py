@@ -106,12 +106,13 @@ def test_estimator_arithmetic_dense():
         return o * (i // block) * (block * bits // 8 + 4)
 
     for prec, bits, block in (("int4", 4, 32), ("int4", 4, 64), ("int8", 8, 32)):
-        q = sum(nbits(o, i, bits, block) for o, i in [*linear, (100, 64)])
-        assert onnx_bytes(a, prec, block) == graph + 4 * (rope + norms) + q + 100 * 64 * 4
-    # tied: the embedding is the quantised lm_head (int) or the one fp matrix
+        q = sum(nbits(o, i, bits, block) for o, i in [*linear, (100, 64), (100, 64)])  # + lm_head, embedding
+        assert onnx_bytes(a, prec, block) == graph + 4 * (rope + norms) + q
+    # tied: the embedding and the lm_head are one matrix (quantised for int4 / int8)
     t = dataclasses.replace(a, tie_word_embeddings=True)
     assert onnx_bytes(a, "fp32") - onnx_bytes(t, "fp32") == 100 * 64 * 4
-    assert onnx_bytes(a, "int4") - onnx_bytes(t, "int4") == 100 * 64 * 4
+    assert onnx_bytes(a, "int4") - onnx_bytes(t, "int4") == nbits(100, 64, 4, 32)
+    assert onnx_bytes(a, "int8") - onnx_bytes(t, "int8") == nbits(100, 64, 8, 32)
     with pytest.raises(UsageError):
         onnx_bytes(a, "int2")
 
@@ -166,14 +167,16 @@ def test_package_import_is_light():
     assert r.stdout.strip() == "[]"
 
 
-def _toy_tied_int8(folder):
-    """input_ids -> Gather(embedding) -> MatMul(embedding^T) as /lm_head/MatMul, then int8 MatMulNBits."""
+def _toy_int8(folder, tied=True):
+    """input_ids -> Gather(embedding) -> MatMul(lm_head) as /lm_head/MatMul, quantised to int8
+    MatMulNBits; the lm_head is the embedding transposed when ``tied``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(96, 64)).astype(np.float32)
+    head = emb.T.copy() if tied else rng.normal(size=(64, 96)).astype(np.float32)
     nodes = [
         helper.make_node(
             "Gather", ["model.embed_tokens.weight", "input_ids"], ["h"], name="/model/embed_tokens/Gather"
@@ -184,10 +187,13 @@ def _toy_tied_int8(folder):
         nodes,
         "toy",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", 96])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", 96]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["b", "s", 64]),
+        ],
         [
             numpy_helper.from_array(emb, "model.embed_tokens.weight"),
-            numpy_helper.from_array(emb.T.copy(), "lm_head.MatMul.weight"),
+            numpy_helper.from_array(head, "lm_head.MatMul.weight"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
@@ -204,25 +210,64 @@ def _toy_tied_int8(folder):
     return emb
 
 
-def test_share_int8_embedding_drops_the_fp32_copy(tmp_path):
+def _run(folder, ids, output="logits"):
     import onnxruntime as ort
 
+    s = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    return s.run([output], {"input_ids": ids})[0]
+
+
+IDS = np.array([[0, 5, 95, 17]], dtype=np.int64)
+
+
+def test_share_int8_embedding_drops_the_fp32_copy(tmp_path):
     from qwen3_quant.formats.onnx import graph
 
     folder = tmp_path / "toy"
-    emb = _toy_tied_int8(folder)
-    ids = np.array([[0, 5, 95, 17]], dtype=np.int64)
-
-    def run():
-        s = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-        return s.run(None, {"input_ids": ids})[0]
-
-    before, size_before = run(), (folder / "model.onnx.data").stat().st_size
+    emb = _toy_int8(folder)
+    before, size_before = _run(folder, IDS), (folder / "model.onnx.data").stat().st_size
     assert graph.share_int8_embedding(folder)
-    after, size_after = run(), (folder / "model.onnx.data").stat().st_size
+    after, size_after = _run(folder, IDS), (folder / "model.onnx.data").stat().st_size
     assert size_before - size_after == emb.nbytes
     assert not graph.has_initializer(folder, graph.EMBED_WEIGHT)
     assert graph.summarise(folder)["GatherBlockQuantized_bits"] == [8]
     # the embedding now reads int8 weights: close to the fp32 result, not identical
     assert 0 < np.abs(after - before).max() < 0.05 * np.abs(before).max()
     assert not graph.share_int8_embedding(folder)  # nothing left to share
+
+
+@pytest.mark.parametrize(("bits", "block"), [(8, 32), (4, 32), (4, 64)])
+def test_quantize_embedding_streams_it_to_blocks(tmp_path, bits, block):
+    from qwen3_quant.formats.onnx import graph
+
+    folder = tmp_path / "toy"
+    emb = _toy_int8(folder, tied=False)
+    before, size_before = _run(folder, IDS), (folder / "model.onnx.data").stat().st_size
+    assert graph.quantize_embedding(folder, bits, block, rows_per_chunk=40)  # 96 rows: three chunks
+    after, size_after = _run(folder, IDS), (folder / "model.onnx.data").stat().st_size
+    assert size_before - size_after == emb.nbytes - 96 * 64 * bits // 8 - 96 * 64 // block * 4
+    assert graph.summarise(folder)["GatherBlockQuantized_bits"] == [bits]
+    # GatherBlockQuantized reads exactly what quantize_rows wrote: compare with our own dequantisation
+    q, scale = graph.quantize_rows(emb, bits, block)
+    if bits == 4:
+        q = np.stack([q & 15, q >> 4], axis=-1).reshape(96, 64)
+    deq = ((q.astype(np.float32) - 2 ** (bits - 1)).reshape(96, -1, block) * scale[..., None]).reshape(96, 64)
+    assert np.allclose(_run(folder, IDS, "h")[0], deq[IDS[0]], atol=1e-6)
+    assert 0 < np.abs(after - before).max() < (0.05 if bits == 8 else 0.5) * np.abs(before).max()
+    assert not graph.quantize_embedding(folder, bits, block)
+
+
+def test_rows_round_trip():
+    from qwen3_quant.formats.onnx.graph import quantize_rows
+
+    w = np.random.default_rng(1).normal(size=(3, 64)).astype(np.float32)
+    w[1] = 0.0
+    for bits in (8, 4):
+        q, scale = quantize_rows(w, bits, 32)
+        assert q.dtype == np.uint8 and q.shape == (3, 64 * bits // 8) and scale.shape == (3, 2)
+        if bits == 4:
+            q = np.stack([q & 15, q >> 4], axis=-1).reshape(3, 64)
+        back = (q.reshape(3, 2, 32).astype(np.float32) - 2 ** (bits - 1)) * scale[..., None]
+        assert np.abs(back.reshape(3, 64) - w).max() <= np.abs(scale).max() / 2 + 1e-6
+        assert q.min() == 0  # the largest magnitude of a block sits on the lowest level
+        assert (back.reshape(3, 64)[1] == 0).all()

@@ -101,6 +101,29 @@ def test_moe_int4_quantises_the_experts(tiny_model, tmp_path_factory):
     assert onnx_file_bytes(i4) < 0.36 * onnx_file_bytes(f32)
 
 
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("name", [DENSE, MOE])
+def test_int_artifacts_keep_no_float_weight_matrix_but_the_router(
+    tiny_model, tmp_path_factory, name, precision
+):
+    src = tiny_model(name)
+    s = graph.summarise(onnx_artifact(tmp_path_factory, src, precision))
+    bits = int(precision[3:])
+    weights = [
+        m
+        for m in s["float_matrices"]
+        if m not in ("cos_cache", "sin_cache") and not m.endswith(("scales", "_scale", ".bias"))
+    ]
+    assert all(".moe.router." in m for m in weights), weights
+    assert s["MatMulNBits_bits"] == [bits] and s["GatherBlockQuantized_bits"] == [bits]
+    if name == MOE:
+        assert s["QMoE_bits"] == [bits]
+    with OnnxRuntimeRunner(onnx_artifact(tmp_path_factory, src, precision), ctx=512) as r:
+        ids = prompt(src)
+        same = (r.logits(ids).argmax(-1) == _reference(src, ids)[0].argmax(-1)).mean()
+    assert same > (0.85 if bits == 8 else 0.4)  # random, near-flat logits: int4 keeps about half
+
+
 def _arch(src):
     from qwen3_quant.checkpoint import inspect_checkpoint
 

@@ -64,7 +64,7 @@ def builder_options(cfg: OnnxConfig, arch: ArchShape) -> tuple[str, dict[str, st
         opts["accuracy_level"] = str(cfg.accuracy_level)
         opts["algo_config"] = "k_quant" if cfg.quantizer == "k_quant" else "default"
     if arch.tie_word_embeddings and cfg.precision == "int8":
-        # GatherBlockQuantized takes 8 bits but the builder shares int4 only: it shares after the build
+        # GatherBlockQuantized takes 8 bits but the builder shares int4 only: shared after the build
         opts["shared_embeddings"] = "false"
     if arch.is_moe and cfg.is_int:
         opts["moe_quant_type"] = cfg.precision
@@ -165,7 +165,10 @@ def run_builder(
             ) from exc
     if ep != "cpu":
         graph.set_cpu_provider(out)
-    if arch.tie_word_embeddings and cfg.precision == "int8":
+    # the builder quantises a tied int4 embedding only (shared with the lm_head); the others here
+    if cfg.precision == "int8" and arch.tie_word_embeddings:
         graph.share_int8_embedding(out)
+    elif cfg.is_int and not arch.tie_word_embeddings:
+        graph.quantize_embedding(out, cfg.bits, cfg.block_size)
     shared = arch.tie_word_embeddings and not graph.has_initializer(out, graph.EMBED_WEIGHT)
     return BuildInfo(MOE_EXPORTER if kind == "moe" else BUILDER, ep, opts, shared)

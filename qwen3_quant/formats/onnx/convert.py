@@ -47,10 +47,10 @@ def _describe_weights(cfg: OnnxConfig, info: CheckpointInfo, shared: bool) -> di
     if cfg.is_int:
         how = f"MatMulNBits {cfg.precision}, block {cfg.block_size}, {cfg.quantizer}"
         out = {"linear": how, "lm_head": how}
-        if a.tie_word_embeddings:
-            out["embedding"] = "shared with the lm_head (GatherBlockQuantized)" if shared else "fp32"
+        if shared:
+            out["embedding"] = "the lm_head's matrix (GatherBlockQuantized)"
         else:
-            out["embedding"] = "fp32"
+            out["embedding"] = f"GatherBlockQuantized {cfg.precision}, block {cfg.block_size}"
         if a.is_moe:
             out["experts"] = f"QMoE {cfg.precision}, block {cfg.block_size}, round-to-nearest"
             out["router"] = "fp32"

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,39 +47,98 @@ def _set_external(init, location: str, offset: int, length: int) -> None:
         entry.key, entry.value = k, v
 
 
-def save_compacted(model, path: Path) -> None:
-    """Write ``model`` (loaded without external data) back to ``path``, copying into a fresh data
-    file only the byte ranges its initializers still reference."""
+def save_compacted(
+    model, path: Path, produced: dict[str, Callable[[], Iterator[bytes]]] | None = None
+) -> None:
+    """Write ``model`` (loaded without external data) back to ``path`` with a fresh data file holding
+    only the byte ranges its initializers reference. Initializers named in ``produced`` get their
+    bytes from that generator instead (their proto already says dims and type)."""
     import onnx
 
+    produced = produced or {}
     folder = path.parent
     tmp_data = folder / f".{DATA_FILE}.new"
     pos = 0
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(tmp_data, "wb"))
         sources: dict[str, Any] = {}
-        for init in model.graph.initializer:
-            if init.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            ext = _external(init)
+
+        def old_bytes(ext: dict[str, str]) -> Iterator[bytes]:
             loc = ext["location"]
             if loc not in sources:
                 sources[loc] = stack.enter_context(open(folder / loc, "rb"))
             src = sources[loc]
             src.seek(int(ext.get("offset", 0)))
             left = int(ext["length"])
-            _set_external(init, DATA_FILE, pos, left)
             while left:
                 chunk = src.read(min(left, _COPY_CHUNK))
                 if not chunk:
                     raise OSError(f"{loc} is shorter than its graph says")
-                out.write(chunk)
                 left -= len(chunk)
+                yield chunk
+
+        for init in model.graph.initializer:
+            if init.name in produced:
+                chunks = produced[init.name]()
+            elif init.data_location == onnx.TensorProto.EXTERNAL:
+                chunks = old_bytes(_external(init))
+            else:
+                continue
+            start = pos
+            for chunk in chunks:
+                out.write(chunk)
                 pos += len(chunk)
+            init.data_location = onnx.TensorProto.EXTERNAL
+            _set_external(init, DATA_FILE, start, pos - start)
     tmp_model = folder / f".{path.name}.new"
     onnx.save_model(model, tmp_model)
     os.replace(tmp_data, folder / DATA_FILE)
     os.replace(tmp_model, path)
+
+
+def quantize_rows(w, bits: int, block: int):
+    """Symmetric round-to-nearest per block of ``block`` along each row, stored the way
+    GatherBlockQuantized reads uint8 data: ``w ~= (q - 2**(bits-1)) * scale`` with one fp32 scale per
+    block, two 4-bit values per byte (low nibble first) for ``bits=4``. The scale is signed so the
+    block's largest magnitude lands exactly on the most negative level (the whole range is used)."""
+    import numpy as np
+
+    rows, cols = w.shape
+    blocks = w.reshape(rows, cols // block, block).astype(np.float32)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    scale = peak / lo
+    safe = np.where(scale == 0, 1.0, scale)[..., None]
+    q = (np.clip(np.rint(blocks / safe), lo, hi) - lo).astype(np.uint8).reshape(rows, cols)
+    if bits == 4:
+        q = q[:, 0::2] | (q[:, 1::2] << 4)
+    return q, scale.astype(np.float32)
+
+
+def _embedding_nodes(g):
+    gather = next((n for n in g.node if n.op_type == "Gather" and n.input[0] == EMBED_WEIGHT), None)
+    lm = next((n for n in g.node if n.op_type == "MatMulNBits" and n.name.startswith("/lm_head/")), None)
+    return gather, lm
+
+
+def _replace_with_gbq(g, gather, inputs: list[str], bits: int, block: int, new_nodes=()) -> None:
+    from onnx import helper
+
+    gbq = helper.make_node(
+        "GatherBlockQuantized",
+        inputs,
+        list(gather.output),
+        name="/model/embed_tokens/GatherBlockQuantized",
+        domain="com.microsoft",
+        bits=bits,
+        block_size=block,
+        gather_axis=0,
+        quantize_axis=1,
+    )
+    pos = list(g.node).index(gather)
+    g.node.remove(gather)
+    for i, node in enumerate([*new_nodes, gbq]):
+        g.node.insert(pos + i, node)
 
 
 def share_int8_embedding(folder: Path) -> bool:
@@ -94,16 +154,13 @@ def share_int8_embedding(folder: Path) -> bool:
     model = onnx.load(path, load_external_data=False)
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    gather = next((n for n in g.node if n.op_type == "Gather" and n.input[0] == EMBED_WEIGHT), None)
-    lm = next((n for n in g.node if n.op_type == "MatMulNBits" and n.name.startswith("/lm_head/")), None)
+    gather, lm = _embedding_nodes(g)
     if gather is None or lm is None:
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in lm.attribute}
-    if attrs.get("bits") != 8:
-        return False
     n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
     blocks = -(-k // block)
-    if tuple(inits[EMBED_WEIGHT].dims) != (n, k):
+    if attrs.get("bits") != 8 or tuple(inits[EMBED_WEIGHT].dims) != (n, k):
         return False
 
     new_nodes, inputs = [], []
@@ -125,23 +182,54 @@ def share_int8_embedding(folder: Path) -> bool:
             helper.make_node("Reshape", [lm.input[3], zp_shape], [out], name="/model/embed_tokens/Reshape_zp")
         )
         inputs.append(out)
-    gbq = helper.make_node(
-        "GatherBlockQuantized",
-        inputs,
-        list(gather.output),
-        name="/model/embed_tokens/GatherBlockQuantized",
-        domain="com.microsoft",
-        bits=8,
-        block_size=block,
-        gather_axis=0,
-        quantize_axis=1,
-    )
-    pos = list(g.node).index(gather)
-    g.node.remove(gather)
-    for i, node in enumerate([*new_nodes, gbq]):
-        g.node.insert(pos + i, node)
+    _replace_with_gbq(g, gather, inputs, 8, block, new_nodes)
     g.initializer.remove(inits[EMBED_WEIGHT])
     save_compacted(model, path)
+    return True
+
+
+def quantize_embedding(folder: Path, bits: int, block: int, rows_per_chunk: int = 8192) -> bool:
+    """Store an untied model's fp32 embedding as int4 / int8 blocks read by GatherBlockQuantized,
+    streaming it in row chunks (the builder leaves it fp32 for int8 and for its k-quant int4).
+    Returns whether the graph changed."""
+    import numpy as np
+    import onnx
+
+    path = model_file(folder)
+    model = onnx.load(path, load_external_data=False)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    gather, _ = _embedding_nodes(g)
+    emb = inits.get(EMBED_WEIGHT)
+    if gather is None or emb is None or emb.data_type != onnx.TensorProto.FLOAT:
+        return False
+    rows, cols = emb.dims
+    if cols % block:
+        return False
+    ext = _external(emb)
+    src = folder / ext["location"]
+    offset = int(ext.get("offset", 0))
+
+    def chunks(part: int) -> Callable[[], Iterator[bytes]]:
+        def gen() -> Iterator[bytes]:
+            for r in range(0, rows, rows_per_chunk):
+                n = min(rows_per_chunk, rows - r)
+                w = np.fromfile(src, dtype=np.float32, count=n * cols, offset=offset + r * cols * 4)
+                yield quantize_rows(w.reshape(n, cols), bits, block)[part].tobytes()
+
+        return gen
+
+    qname, sname = f"{EMBED_WEIGHT}_Q{bits}", f"{EMBED_WEIGHT}_scales"
+    for name, dtype, dims in (
+        (qname, onnx.TensorProto.UINT8, [rows, cols * bits // 8]),
+        (sname, onnx.TensorProto.FLOAT, [rows, cols // block]),
+    ):
+        t = onnx.TensorProto(name=name, data_type=dtype, dims=dims)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        g.initializer.append(t)
+    _replace_with_gbq(g, gather, [qname, gather.input[1], sname], bits, block)
+    g.initializer.remove(emb)
+    save_compacted(model, path, {qname: chunks(0), sname: chunks(1)})
     return True
 
 

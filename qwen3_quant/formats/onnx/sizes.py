@@ -5,8 +5,8 @@ What the files hold, by precision (checked against real builds in tests/test_onn
 - fp32 / fp16: every weight at that width, a tied embedding once (the lm_head reads it transposed);
   MoE layers add zero expert biases; rotary cos/sin caches of ``max_position_embeddings`` rows.
 - int4 / int8: every linear layer and the lm_head as MatMulNBits (packed ints plus one fp32 scale per
-  block); a tied embedding is the lm_head's quantised matrix read by GatherBlockQuantized (stored
-  once), an untied one stays fp32; MoE experts as QMoE (packed ints, fp32 block scales, fp32 zero
+  block); the embedding as GatherBlockQuantized blocks of the same kind (a tied one reads the
+  lm_head's matrix, stored once); MoE experts as QMoE (packed ints, fp32 block scales, fp32 zero
   biases); router and norms fp32.
 """
 
@@ -52,10 +52,8 @@ def onnx_bytes(arch: ArchShape, precision: str, block_size: int = 32) -> int:
             vocab, hidden = t.shape
             if not quantised:
                 total += t.numel * width
-            elif arch.tie_word_embeddings:  # shared with the quantised lm_head
+            else:  # GatherBlockQuantized (a tied model's lm_head reads the same matrix)
                 total += _matmul_nbits_bytes(vocab, hidden, bits, block)
-            else:
-                total += t.numel * 4
         elif t.role == "router" or len(t.shape) == 1 or not quantised:
             total += t.numel * width
         else:  # attention, dense MLP, lm_head
