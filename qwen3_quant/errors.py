@@ -16,6 +16,9 @@ class Qwen3QuantError(Exception):
     def one_line(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class UsageError(Qwen3QuantError):
     """A bad option or combination of options."""

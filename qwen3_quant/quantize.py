@@ -40,6 +40,7 @@ def quantize(
     fmt: str,
     *,
     out_dir: str | Path | None = None,
+    out_root: str | Path | None = None,
     overwrite: bool = False,
     validate: bool = True,
     eval_options: EvalOptions | None = None,
@@ -51,7 +52,7 @@ def quantize(
     """Quantise ``model`` (catalog name, Hub id or folder) to ``fmt`` with format ``options``.
 
     Options are checked before the model is downloaded or loaded. The artifact goes to
-    ``out_dir`` (default ``qwen3-quant-out/<artifact name>``).
+    ``out_dir``, or ``<out_root>/<artifact name>`` (default root ``qwen3-quant-out``).
     """
     f = get_format(fmt)
     if not f.implemented:
@@ -63,7 +64,7 @@ def quantize(
         )
     src = resolve_model(model, revision=revision)
     info = inspect_checkpoint(src.path)
-    dest = Path(out_dir) if out_dir else DEFAULT_OUT / f.artifact_name(src.name, config)
+    dest = Path(out_dir) if out_dir else Path(out_root or DEFAULT_OUT) / f.artifact_name(src.name, config)
     need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
     ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")
     variants = f.quantize(src, info, config, dest, overwrite=overwrite, progress=progress)

@@ -29,11 +29,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_",
         "Perplexity, KLD, tokens/s and memory of a model or artifact.",
     ),
+    "build": (
+        "qwen3_quant.cli.build_cmd",
+        "build",
+        "Run the models x formats matrix: resumable, parallel, with a report.",
+    ),
+    "calib": ("qwen3_quant.cli.calib_cmd", "calib", "Calibration mixes: list and show with token counts."),
     "quantize": (
         "qwen3_quant.cli.quantize_cmd",
         "quantize",
         "Quantise a model to GGUF, GPTQ, AWQ or ONNX and validate every artifact.",
     ),
+    "publish": ("qwen3_quant.cli.publish_cmd", "publish", "Publish a validated artifact (Hub or folder)."),
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}

@@ -127,8 +127,18 @@ def _tokenize(tok_dir: Path, text: str, max_tokens: int | None) -> np.ndarray:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    ids = np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    return ids[:max_tokens] if max_tokens else ids
+    tok.model_max_length = 1 << 30  # windows are cut here, not by the tokenizer
+
+    def encode(t: str) -> np.ndarray:
+        return np.asarray(tok(t, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+    if max_tokens:
+        # encoding a generous prefix gives the same first max_tokens tokens as the whole text
+        # when the prefix yields clearly more than max_tokens
+        head = encode(text[: max_tokens * 16])
+        ids = head if len(head) > max_tokens + 64 else encode(text)
+        return ids[:max_tokens]
+    return encode(text)
 
 
 def _model_max_context(folder: Path) -> int:

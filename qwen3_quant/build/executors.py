@@ -1,0 +1,151 @@
+"""Where cells run: local worker processes bounded by job count and memory, or a Ray cluster.
+
+Cells writing into the same artifact folder (same model and format) run one after another;
+different groups run side by side. Every cell runs in a fresh process (``python -m
+qwen3_quant.build.worker``), so a crash or a kill loses only that cell and memory is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .run import PlanRow
+from .spec import BuildSpec, cells_by_group
+from .state import load_state
+
+log = logging.getLogger(__name__)
+OnEvent = Callable[[str, str], None]  # (cell id, "start" | status)
+
+
+def _worker_cmd(spec: BuildSpec, cell_id: str, force: bool) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "qwen3_quant.build.worker",
+        "--build",
+        spec.source,
+        "--out",
+        str(spec.out),
+        "--cell",
+        cell_id,
+    ]
+    return cmd + (["--force"] if force else [])
+
+
+def run_local(
+    spec: BuildSpec, rows: list[PlanRow], *, jobs: int, force: bool = False, on_event: OnEvent | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run the rows' cells as worker processes: at most ``jobs`` at once, and only while the sum of
+    their estimated peak memory fits in the memory available when the build started."""
+    budget = int(psutil.virtual_memory().available * 0.9)
+    peak = {r.cell.id: r.peak_bytes or 0 for r in rows}
+    queues = [list(g) for g in cells_by_group([r.cell for r in rows]).values()]
+    running: dict[str, tuple[subprocess.Popen, list]] = {}
+    while queues or running:
+        in_use = sum(peak[c] for c in running)
+        for q in list(queues):
+            if len(running) >= jobs or any(q is r[1] for r in running.values()):
+                continue
+            cell = q[0]
+            if running and in_use + peak[cell.id] > budget:
+                continue  # wait for memory; a lone cell always starts
+            q.pop(0)
+            if not q:
+                queues.remove(q)
+            proc = subprocess.Popen(_worker_cmd(spec, cell.id, force))
+            running[cell.id] = (proc, q)
+            in_use += peak[cell.id]
+            if on_event:
+                on_event(cell.id, "start")
+        for cid, (proc, _q) in list(running.items()):
+            if proc.poll() is not None:
+                del running[cid]
+                status = load_state(spec.state_dir)["cells"].get(cid, {}).get("status", "error")
+                if proc.returncode != 0 and status == "running":
+                    from .state import update_cell
+
+                    update_cell(
+                        spec.state_dir,
+                        cid,
+                        {"status": "error", "error": f"worker exited with code {proc.returncode}"},
+                    )
+                    status = "error"
+                if on_event:
+                    on_event(cid, status)
+        time.sleep(0.2)
+    states = load_state(spec.state_dir)["cells"]
+    return {r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"}) for r in rows}
+
+
+def run_ray(
+    spec: BuildSpec,
+    rows: list[PlanRow],
+    *,
+    address: str | None,
+    force: bool = False,
+    on_event: OnEvent | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run cells as Ray tasks, one task per artifact folder's cells in order, each task asking Ray
+    for the memory its largest cell needs. The build's ``out`` folder must be on storage every
+    node sees (a shared filesystem), as artifacts and state are written there."""
+    from ..errors import require
+
+    ray = require("ray", "ray")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+
+        @ray.remote(num_cpus=1)
+        def run_group(build_path: str, out: str, cell_ids: list[str], force: bool) -> list[str]:
+            import subprocess as sp
+            import sys as _sys
+
+            for cid in cell_ids:
+                cmd = [
+                    _sys.executable,
+                    "-m",
+                    "qwen3_quant.build.worker",
+                    "--build",
+                    build_path,
+                    "--out",
+                    out,
+                    "--cell",
+                    cid,
+                ] + (["--force"] if force else [])
+                sp.run(cmd, check=False)
+            return cell_ids
+
+        peak = {r.cell.id: r.peak_bytes or 0 for r in rows}
+        refs = []
+        for cells in cells_by_group([r.cell for r in rows]).values():
+            ids = [c.id for c in cells]
+            mem = max(peak[i] for i in ids)
+            opts = {"memory": mem} if mem else {}
+            refs.append(
+                run_group.options(**opts).remote(spec.source, str(Path(spec.out).resolve()), ids, force)
+            )
+            if on_event:
+                for i in ids:
+                    on_event(i, "start")
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ids in ray.get(done):
+                states = load_state(spec.state_dir)["cells"]
+                for i in ids:
+                    if on_event:
+                        on_event(i, states.get(i, {}).get("status", "error"))
+    finally:
+        if started_here:
+            ray.shutdown()
+    states = load_state(spec.state_dir)["cells"]
+    return {r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"}) for r in rows}

@@ -1,0 +1,172 @@
+"""Running a build: plan the cells, run those whose inputs changed, record each one, report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..errors import Qwen3QuantError
+from ..eval.evaluate import EvalOptions
+from ..formats import get_format
+from .spec import BuildSpec, Cell
+from .state import cell_is_current, inputs_hash, load_state, update_cell
+
+log = logging.getLogger(__name__)
+
+# Rough throughput of each format's quantise + validate on one 2-core CPU, in seconds per billion
+# parameters, from the micro-model builds; only for ordering and the plan's time column.
+SECONDS_PER_BILLION = {"gguf": 90.0, "gptq": 2400.0, "awq": 3000.0, "onnx": 600.0}
+MIN_SECONDS = {"gguf": 20.0, "gptq": 60.0, "awq": 60.0, "onnx": 60.0}
+
+
+@dataclass
+class PlanRow:
+    cell: Cell
+    inputs: str
+    status: str  # done | todo | changed | skip
+    artifact_bytes: int | None = None
+    peak_bytes: int | None = None
+    seconds: float | None = None
+    reason: str = ""
+    previous: dict[str, Any] = field(default_factory=dict)
+
+
+def _arch_of(model: str):
+    from ..catalog import bundled_lookup, lookup
+    from ..catalog.architecture import ArchShape
+
+    hit = lookup(model)
+    if hit:
+        return hit[0].arch
+    p = bundled_lookup(model) or Path(model).expanduser()
+    if (p / "config.json").is_file():
+        import json
+
+        return ArchShape.from_config(json.loads((p / "config.json").read_text()))
+    return None
+
+
+def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
+    state = load_state(spec.state_dir)["cells"]
+    mem = psutil.virtual_memory().total
+    rows = []
+    for cell in cells or spec.cells():
+        inputs = inputs_hash(spec, cell)
+        entry = state.get(cell.id)
+        row = PlanRow(cell, inputs, "todo", previous=entry or {})
+        arch = _arch_of(cell.model)
+        fmt = get_format(cell.format)
+        if arch is not None:
+            variant = {
+                "gptq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
+                "awq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
+            }.get(cell.format, cell.variant)
+            try:
+                est = fmt.estimate(arch, variant)
+                row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
+            except Qwen3QuantError as exc:
+                row.status, row.reason = "skip", exc.one_line()
+            from ..catalog.architecture import param_counts
+
+            row.seconds = max(
+                MIN_SECONDS[cell.format], param_counts(arch).total / 1e9 * SECONDS_PER_BILLION[cell.format]
+            )
+        if row.status != "skip":
+            if cell_is_current(entry, inputs):
+                row.status = "done"
+            elif entry and entry.get("inputs") not in (None, inputs):
+                row.status, row.reason = "changed", "inputs changed since the last run"
+            if row.peak_bytes and row.peak_bytes > mem and row.status != "done":
+                row.status = "skip"
+                row.reason = f"needs about {row.peak_bytes / 1e9:.0f} GB of memory, this machine has {mem / 1e9:.0f} GB"
+            elif not fmt.available() and row.status != "done":
+                row.status, row.reason = (
+                    "skip",
+                    f"the {fmt.name} libraries are not installed (extra [{fmt.extra}])",
+                )
+        rows.append(row)
+    return rows
+
+
+def eval_options(spec: BuildSpec) -> EvalOptions:
+    e = spec.eval
+    return EvalOptions(
+        text=e.get("text"),
+        ctx=e.get("ctx"),
+        max_tokens=e.get("max_tokens"),
+        speed=bool(e.get("speed", True)),
+        prompt_tokens=int(e.get("prompt_tokens", 512)),
+        decode_tokens=int(e.get("decode_tokens", 64)),
+        repeats=int(e.get("repeats", 3)),
+        threads=e.get("threads"),
+    )
+
+
+def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, Any]:
+    """Quantise and validate one cell; record and return its state entry. Never raises for a
+    cell's own failure: the error is recorded and the build goes on."""
+    from ..quantize import quantize
+
+    os.environ.setdefault("QWEN3_QUANT_CACHE", str(spec.out / "cache"))  # references shared by all cells
+    inputs = inputs_hash(spec, cell)
+    previous = load_state(spec.state_dir)["cells"].get(cell.id) or {}
+    if not force and cell_is_current(previous, inputs):
+        return previous
+    changed = bool(previous) and previous.get("inputs") != inputs
+    update_cell(
+        spec.state_dir, cell.id, {**previous, "status": "running", "inputs": inputs, "pid": os.getpid()}
+    )
+    t0 = time.time()
+    entry: dict[str, Any] = {
+        "inputs": inputs,
+        "model": cell.model,
+        "format": cell.format,
+        "variant": cell.variant,
+    }
+    try:
+        res = quantize(
+            cell.model,
+            cell.format,
+            out_root=spec.artifacts_dir,
+            overwrite=force or changed,
+            validate=True,
+            eval_options=eval_options(spec),
+            gate_overrides=spec.gates,
+            **cell.option_dict(),
+        )
+        entry.update(
+            artifact_dir=str(res.artifact_dir),
+            variants=res.variants,
+            status="passed" if res.passed else "failed",
+            results=[v.to_dict() for v in res.validations],
+        )
+    except Qwen3QuantError as exc:
+        entry.update(status="error", error=exc.one_line())
+        log.error("%s: %s", cell.id, exc.one_line())
+    except Exception as exc:  # a crash in one cell must not stop the others
+        entry.update(status="error", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        log.exception("%s crashed", cell.id)
+    entry["seconds"] = round(time.time() - t0, 1)
+    update_cell(spec.state_dir, cell.id, entry)
+    return entry
+
+
+@dataclass
+class BuildOutcome:
+    entries: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+    report_dir: Path | None = None
+    published: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every cell passed; 3 a gate failed or a cell errored; 4 cells were skipped."""
+        if any(e.get("status") != "passed" for e in self.entries.values()):
+            return 3
+        return 4 if self.skipped else 0

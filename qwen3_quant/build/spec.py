@@ -1,0 +1,192 @@
+"""Build files: which models, formats and types to make, how to validate and where to publish.
+
+A build file is TOML::
+
+    [build]
+    name = "micro-demo"
+    models = ["Qwen3-Micro", "Qwen3-Micro-MoE"]
+    out = "qwen3-quant-out"          # relative to the current directory
+    jobs = 2                          # cells run at once (also bounded by memory)
+
+    [calib]
+    mix = "default"
+    samples = 32
+
+    [eval]
+    text = "builtin:pydoc"
+    ctx = 256
+    max_tokens = 4096
+
+    [gates]                           # overrides of the defaults by bits
+    ppl = 20
+
+    [[format]]
+    name = "gguf"
+    types = ["Q8_0", "Q4_K_M"]       # one cell per type
+
+    [[format]]
+    name = "gptq"
+    bits = [4, 8]                     # one cell per value of a list option
+
+    [publish]
+    to = "qwen3-quant-out/published"  # or hf://ORG (repo names come from the artifacts)
+
+Each cell is one (model, format, variant): ``Qwen3-Micro/gguf/Q4_K_M``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingFileError, UsageError
+from ..formats import FORMATS
+
+DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "assets" / "build" / "default.toml"
+# per format: the option whose list values make separate cells, and the option name quantize() takes
+_CELL_AXIS = {
+    "gguf": ("types", "types"),
+    "gptq": ("bits", "bits"),
+    "awq": ("bits", "bits"),
+    "onnx": ("precision", "precision"),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    format: str
+    variant: str  # the axis value: Q4_K_M, 4, int4
+    options: tuple[tuple[str, Any], ...]  # options for quantize() (axis value included)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.format}/{self.variant}"
+
+    def option_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.options}
+
+
+@dataclass
+class BuildSpec:
+    name: str
+    models: list[str]
+    formats: list[dict[str, Any]]
+    out: Path
+    jobs: int = 1
+    calib: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, float | None] = field(default_factory=dict)
+    publish: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.out / "artifacts"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out / "build"
+
+    def cells(self) -> list[Cell]:
+        out: list[Cell] = []
+        for model in self.models:
+            for f in self.formats:
+                fmt = f["name"]
+                axis, opt = _CELL_AXIS[fmt]
+                values = f.get(axis)
+                values = values if isinstance(values, list) else [values]
+                rest = {k: v for k, v in f.items() if k not in ("name", axis)}
+                if fmt in ("gguf", "gptq", "awq") and "calib" not in rest and self.calib.get("mix"):
+                    rest["calib"] = self.calib["mix"]
+                if (
+                    fmt in ("gguf", "gptq", "awq")
+                    and "calib_samples" not in rest
+                    and self.calib.get("samples")
+                ):
+                    rest["calib_samples"] = self.calib["samples"]
+                for v in values:
+                    opts = dict(rest)
+                    if v is not None:
+                        opts[opt] = [v] if opt == "types" else v
+                    frozen = tuple(
+                        sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in opts.items())
+                    )
+                    out.append(Cell(model, fmt, str(v) if v is not None else "default", frozen))
+        return out
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_build(path: str | Path | None = None, *, out: str | Path | None = None) -> BuildSpec:
+    p = Path(path) if path else DEFAULT_BUILD
+    if not p.is_file():
+        raise MissingFileError(f"build file not found: {p}", hint="pass a build.toml (see examples/)")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{p}: not valid TOML ({exc})", hint="fix the build file") from exc
+    return parse_build(data, source=str(p), out=out)
+
+
+def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | None = None) -> BuildSpec:
+    where = source or "build file"
+    b = data.get("build") or {}
+    models = b.get("models") or []
+    formats = data.get("format") or []
+    if not models:
+        raise UsageError(f"{where}: [build] models is empty", hint='list models, e.g. models = ["Qwen3-8B"]')
+    if not formats:
+        raise UsageError(f"{where}: no [[format]] tables", hint='add e.g. [[format]] name = "gguf"')
+    for f in formats:
+        name = str(f.get("name", "")).lower()
+        if name not in FORMATS:
+            raise UsageError(
+                f"{where}: unknown format '{f.get('name')}'", hint="one of: " + ", ".join(FORMATS)
+            )
+        f["name"] = name
+    from ..eval.gates import parse_gate_overrides
+
+    gates = parse_gate_overrides([f"{k}={v}" for k, v in (data.get("gates") or {}).items()])
+    jobs = int(b.get("jobs", 1))
+    if jobs < 1:
+        raise UsageError(f"{where}: jobs must be at least 1", hint="set [build] jobs = 1 or more")
+    return BuildSpec(
+        name=b.get("name", Path(source).stem or "build"),
+        models=list(models),
+        formats=formats,
+        out=Path(out or b.get("out", "qwen3-quant-out")),
+        jobs=jobs,
+        calib=dict(data.get("calib") or {}),
+        eval=dict(data.get("eval") or {}),
+        gates=gates,
+        publish=dict(data.get("publish") or {}),
+        source=source,
+        raw=data,
+    )
+
+
+def select(cells: list[Cell], ids: list[str] | None) -> list[Cell]:
+    if not ids:
+        return cells
+    by_id = {c.id: c for c in cells}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise UsageError(
+            f"no cell {missing[0]} in this build", hint="see the cell ids with `qwen3-quant build --plan`"
+        )
+    return [by_id[i] for i in ids]
+
+
+def cells_by_group(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
+    """Cells that write into the same artifact folder (same model and format) run one after another."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.format), []).append(c)
+    return groups

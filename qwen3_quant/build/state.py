@@ -1,0 +1,97 @@
+"""The build's state: one entry per cell, written atomically after each cell, safe across processes."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..artifact import load_manifest_or_none, tool_version, verify_files
+from ..io import atomic_write_json
+from .spec import BuildSpec, Cell
+
+STATE_FILE = "state.json"
+DONE = ("passed", "failed")  # the cell ran to the end; gates decided
+# statuses: passed | failed (gates) | error (crashed) | skipped (machine cannot run it) | running
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".state.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def load_state(state_dir: Path) -> dict[str, Any]:
+    f = state_dir / STATE_FILE
+    return json.loads(f.read_text()) if f.is_file() else {"cells": {}}
+
+
+def update_cell(state_dir: Path, cell_id: str, entry: dict[str, Any]) -> None:
+    with _locked(state_dir):
+        st = load_state(state_dir)
+        st["cells"][cell_id] = {**entry, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write_json(state_dir / STATE_FILE, st)
+
+
+def merge_states(state_dir: Path, others: list[Path]) -> dict[str, Any]:
+    """Collect the state entries written by separate CI jobs into one state file."""
+    with _locked(state_dir):
+        st = load_state(state_dir)
+        for o in others:
+            for cid, entry in load_state(o).get("cells", {}).items():
+                mine = st["cells"].get(cid)
+                if mine is None or entry.get("updated", "") > mine.get("updated", ""):
+                    st["cells"][cid] = entry
+        atomic_write_json(state_dir / STATE_FILE, st)
+        return st
+
+
+def model_identity(model: str) -> str:
+    """What identifies the source model's content: a local folder's fingerprint, or spec@revision."""
+    from ..catalog import bundled_lookup
+    from ..checkpoint import fingerprint
+
+    p = bundled_lookup(model) or Path(model).expanduser()
+    return f"local:{fingerprint(p)}" if p.is_dir() else f"hub:{model}"
+
+
+def inputs_hash(spec: BuildSpec, cell: Cell) -> str:
+    from ..calib import load_mix
+
+    calib_id = None
+    opts = cell.option_dict()
+    if cell.format in ("gguf", "gptq", "awq"):
+        mix = load_mix(opts.get("calib") or "default")
+        calib_id = hashlib.sha256(Path(mix.origin).read_bytes()).hexdigest()[:16] if mix.origin else mix.name
+    body = {
+        "cell": cell.id,
+        "options": opts,
+        "model": model_identity(cell.model),
+        "calib": calib_id,
+        "eval": spec.eval,
+        "gates": spec.gates,
+        "tool": tool_version(),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_is_current(entry: dict[str, Any] | None, inputs: str) -> bool:
+    """Done with these inputs and the artifact's files still verify against its manifest."""
+    if not entry or entry.get("inputs") != inputs or entry.get("status") not in DONE:
+        return False
+    folder = Path(entry.get("artifact_dir", ""))
+    m = load_manifest_or_none(folder) if folder.is_dir() else None
+    if not m:
+        return False
+    files = [f for v in entry.get("variants", []) for f in (m["variants"].get(v) or {}).get("files", [])]
+    return bool(files) and not verify_files(folder, m, files)

@@ -1,0 +1,32 @@
+"""Runs one build cell in its own process: ``python -m qwen3_quant.build.worker --build F --out D --cell ID``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cell", required=True)
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(2, os.cpu_count() or 1)))
+    logging.basicConfig(level=logging.WARNING, format=f"[{args.cell}] %(levelname)s %(message)s")
+    for noisy in ("torchao", "torch.utils._pytree", "gptqmodel", "defuser", "tokenicer", "logbar"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from .run import run_cell
+    from .spec import load_build, select
+
+    spec = load_build(args.build or None, out=args.out)
+    (cell,) = select(spec.cells(), [args.cell])
+    entry = run_cell(spec, cell, force=args.force)
+    return 0 if entry.get("status") in ("passed", "failed") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

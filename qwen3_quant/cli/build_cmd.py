@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("build")
+@click.argument("build_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (overrides the file's)."
+)
+@click.option(
+    "--plan", "plan_only", is_flag=True, help="Print every cell with estimates and status; run nothing."
+)
+@click.option(
+    "--cell", "cells", multiple=True, help="Run only this cell (repeatable), in this process (CI jobs)."
+)
+@click.option("--jobs", type=click.IntRange(1), help="Cells at once (also bounded by memory).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", help="Ray cluster address (with --executor ray); default: a local Ray instance.")
+@click.option(
+    "--emit", type=click.Choice(["github-matrix"]), help="Print the cell list as a CI matrix and exit."
+)
+@click.option(
+    "--collect",
+    "collect_states",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Merge state files (or folders) from CI jobs, then report and publish.",
+)
+@click.option("--force", is_flag=True, help="Redo cells even when they are up to date.")
+@click.option(
+    "--publish/--no-publish", default=True, show_default=True, help="Publish what passed to the target."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (plan or results).")
+def build(
+    build_file: Path | None,
+    out: Path | None,
+    plan_only: bool,
+    cells: tuple[str, ...],
+    jobs: int | None,
+    executor: str,
+    address: str | None,
+    emit: str | None,
+    collect_states: tuple[Path, ...],
+    force: bool,
+    publish: bool,
+    as_json: bool,
+) -> None:
+    """Run BUILD_FILE (default: the bundled offline demo on the micro models): every model x format x
+    type cell, resumable, then a report and publishing of what passed. Exit status: 0 all gates
+    passed, 3 a gate failed or a cell errored, 4 cells were skipped on this machine."""
+    from .. import build as b
+    from .console import console, print_json
+
+    if emit:
+        print_json(b.github_matrix(build_file, out=out))
+        return
+    if plan_only:
+        spec = b.load_build(build_file, out=out)
+        rows = b.plan(spec, b.spec.select(spec.cells(), list(cells) or None))
+        if as_json:
+            click.echo(b.dump_plan(rows))
+            return
+        console().print(_plan_table(spec, rows))
+        return
+    if collect_states:
+        states = [p / "build" if (p / "build" / "state.json").is_file() else p for p in collect_states]
+        outcome = b.collect(build_file, out=out, states=states, publish=publish)
+    else:
+        from .console import err_console
+
+        def on_event(cid: str, status: str) -> None:
+            style = {"passed": "green", "failed": "red", "error": "red", "start": "cyan"}.get(
+                status, "yellow"
+            )
+            err_console().print(f"[{style}]{status:>7}[/{style}] {cid}")
+
+        outcome = b.build(
+            build_file,
+            out=out,
+            cells=list(cells) or None,
+            executor=executor,
+            jobs=jobs,
+            address=address,
+            force=force,
+            publish=publish,
+            on_event=on_event,
+        )
+    if as_json:
+        print_json(
+            {
+                "cells": outcome.entries,
+                "skipped": outcome.skipped,
+                "published": outcome.published,
+                "report": str(outcome.report_dir) if outcome.report_dir else None,
+            }
+        )
+    else:
+        _print_outcome(outcome)
+    raise SystemExit(outcome.exit_code)
+
+
+def _plan_table(spec, rows):
+    from rich.table import Table
+
+    from .console import short_bytes
+
+    t = Table(title=f"Build plan: {spec.name} ({spec.source}) -> {spec.out}", title_justify="left")
+    for col in ("cell", "status", "est. size", "est. peak memory", "est. time", "note"):
+        t.add_column(col, justify="right" if col.startswith("est") else "left")
+    style = {"done": "green", "todo": "cyan", "changed": "yellow", "skip": "red"}
+    for r in rows:
+        t.add_row(
+            r.cell.id,
+            f"[{style[r.status]}]{r.status}[/]",
+            short_bytes(r.artifact_bytes) if r.artifact_bytes else "?",
+            short_bytes(r.peak_bytes) if r.peak_bytes else "?",
+            _duration(r.seconds),
+            r.reason,
+        )
+    return t
+
+
+def _duration(s: float | None) -> str:
+    if not s:
+        return "?"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def _print_outcome(outcome) -> None:
+    from rich.table import Table
+
+    from .console import console
+
+    t = Table(title="Build results", title_justify="left")
+    for col in ("cell", "status", "ppl Δ%", "KLD", "decode tok/s", "note"):
+        t.add_column(col)
+    for cid, e in outcome.entries.items():
+        res = (e.get("results") or [{}])[0]
+        d = res.get("ppl_increase_pct")
+        k = res.get("kld_mean")
+        tps = res.get("decode_tps")
+        t.add_row(
+            cid,
+            e.get("status", "?"),
+            f"{d:+.2f}" if d is not None else "-",
+            f"{k:.4f}" if k is not None else "-",
+            f"{tps:.1f}" if tps else "-",
+            e.get("error") or "",
+        )
+    for cid, reason in outcome.skipped.items():
+        t.add_row(cid, "skipped", "-", "-", "-", reason)
+    con = console()
+    con.print(t)
+    if outcome.report_dir:
+        con.print(f"Report: {outcome.report_dir / 'report.md'} (also report.html, report.json, plots)")
+    for p in outcome.published:
+        con.print(f"Published: {p}")

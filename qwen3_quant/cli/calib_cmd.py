@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import click
+
+
+@click.group("calib")
+def calib() -> None:
+    """Calibration mixes (calib/*.toml) used by GPTQ, AWQ and the GGUF importance matrix."""
+
+
+@calib.command("list")
+def list_() -> None:
+    """List the named mixes."""
+    from ..calib import list_mixes, load_mix
+    from .console import console
+
+    for name, path in list_mixes().items():
+        m = load_mix(path)
+        console().print(
+            f"[bold]{name}[/bold]  {m.samples} x {m.seq_len} tokens  {m.description}  [dim]{path}[/dim]"
+        )
+
+
+@calib.command("show")
+@click.argument("name", default="default")
+@click.option(
+    "--model",
+    default="Qwen3-Micro",
+    show_default=True,
+    help="Model whose tokenizer and chat template render the mix (token counts depend on it).",
+)
+@click.option("--samples", type=click.IntRange(1), help="Override the mix's sample count.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--example", "examples", type=click.IntRange(0), default=0, help="Print N rendered samples.")
+def show(name: str, model: str, samples: int | None, as_json: bool, examples: int) -> None:
+    """Show mix NAME (or a .toml path): its sources and shares, and the tokens it gives."""
+    from ..calib import load_mix
+    from ..sources import resolve_model
+    from .console import console, print_json
+
+    mix = load_mix(name)
+    cs = mix.build(resolve_model(model).path, samples=samples)
+    summary = cs.summary()
+    if as_json:
+        print_json(
+            {
+                "mix": mix.name,
+                "origin": mix.origin,
+                "description": mix.description,
+                "seed": mix.seed,
+                "sources": [s.__dict__ for s in mix.sources],
+                "built_with": model,
+                **summary,
+            }
+        )
+        return
+    from rich.table import Table
+
+    t = Table(title=f"Calibration mix {mix.name}: {mix.description}", title_justify="left")
+    for col in ("source", "kind", "share", "samples", "tokens", "path"):
+        t.add_column(col, justify="right" if col in ("share", "samples", "tokens") else "left")
+    for s in mix.sources:
+        got = summary["sources"].get(s.name, {"samples": 0, "tokens": 0})
+        t.add_row(
+            s.name,
+            s.kind + (f" thinking={'on' if s.thinking else 'off'}" if s.kind == "jsonl-chat" else ""),
+            f"{s.share:.2f}",
+            str(got["samples"]),
+            str(got["tokens"]),
+            (s.path or s.dataset) + (" [red](skipped)[/red]" if s.name in cs.skipped else ""),
+        )
+    con = console()
+    con.print(t)
+    con.print(
+        f"{summary['samples']} samples, {summary['tokens']} tokens (seq_len {cs.seq_len}, seed {mix.seed}), "
+        f"tokenizer of {model}; sha256 {summary['sha256'][:16]}"
+        + ("; built-in fallback" if cs.fallback else "")
+    )
+    for i in range(min(examples, len(cs.texts))):
+        con.rule(f"sample {i} ({cs.source_of[i]})")
+        con.print(cs.texts[i], markup=False, highlight=False)

@@ -1,0 +1,288 @@
+"""What a publish holds: the artifact's files checked against its manifest, the validation status of
+each variant, and the generated files (model card, eval.json, a cleaned manifest, SHA256SUMS).
+
+Nothing here uploads or writes outside memory; the targets (``local``, ``hub``) take a
+:class:`Bundle` and put it somewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..artifact import MANIFEST, verify_files
+from ..errors import PublishError, UsageError, ValidationFailedError
+from ..formats.base import Progress, no_progress
+from ..io import human_bytes
+from .scrub import scrub, shorten_home
+
+log = logging.getLogger(__name__)
+
+CARD = "README.md"
+EVAL_JSON = "eval.json"
+CHECKSUMS = "SHA256SUMS"
+GENERATED = (CARD, EVAL_JSON, MANIFEST, CHECKSUMS)
+EVAL_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class PublishFile:
+    """One file of a publish: from the artifact folder (``source``) or generated (``data``)."""
+
+    path: str  # relative path in the published folder / repo, POSIX separators
+    size: int
+    sha256: str
+    source: Path | None = None
+    data: bytes | None = None
+    variant: str | None = None  # None: shared by all variants, or generated
+
+    @property
+    def generated(self) -> bool:
+        return self.data is not None
+
+
+@dataclass(frozen=True)
+class VariantStatus:
+    name: str
+    passed: bool
+    problems: tuple[str, ...] = ()  # why it did not pass: failed gates, load error, no validation
+
+    def describe(self) -> str:
+        return f"{self.name} ({'; '.join(self.problems)})" if self.problems else self.name
+
+
+@dataclass
+class Bundle:
+    artifact_dir: Path
+    manifest: dict[str, Any]
+    variants: list[str]
+    files: list[PublishFile] = field(default_factory=list)
+    statuses: list[VariantStatus] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)  # failures published anyway with --force
+    card: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def payload(self) -> list[PublishFile]:
+        return [f for f in self.files if not f.generated]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of this publish: the sha256 of its SHA256SUMS."""
+        return next(f.sha256 for f in self.files if f.path == CHECKSUMS)
+
+    def file(self, path: str) -> PublishFile:
+        return next(f for f in self.files if f.path == path)
+
+
+def select_variants(manifest: dict[str, Any], names: list[str] | tuple[str, ...] | None) -> list[str]:
+    have = list(manifest.get("variants") or {})
+    if not have:
+        raise PublishError(
+            f"{manifest.get('name')} has no variants in its {MANIFEST}", hint="quantise it first"
+        )
+    if not names:
+        return have
+    lower = {v.lower(): v for v in have}
+    out = []
+    for n in names:
+        if n.lower() not in lower:
+            raise UsageError(f"{manifest['name']} has no variant '{n}'", hint="variants: " + ", ".join(have))
+        if lower[n.lower()] not in out:
+            out.append(lower[n.lower()])
+    return out
+
+
+def _gate_problem(g: dict[str, Any]) -> str:
+    if g.get("error"):
+        return f"did not load: {g['error']}"
+    op = "<" if str(g.get("name", "")).startswith("min_") else ">"
+    return f"{g.get('name')} {g.get('value', float('nan')):.4g} {op} {g.get('limit', float('nan')):.4g}"
+
+
+def validation_status(manifest: dict[str, Any], variant: str) -> VariantStatus:
+    v = (manifest.get("variants") or {}).get(variant) or {}
+    val = v.get("validation")
+    if not val:
+        return VariantStatus(variant, False, ("not validated",))
+    if val.get("passed") is True:
+        return VariantStatus(variant, True)
+    problems = []
+    if val.get("error"):
+        problems.append(f"failed to load: {val['error']}")
+    res = val.get("result") or {}
+    problems += [_gate_problem(g) for g in res.get("gates") or [] if not g.get("passed")]
+    return VariantStatus(variant, False, tuple(problems) or ("validation failed",))
+
+
+def check_validation(
+    manifest: dict[str, Any], variants: list[str], force: bool
+) -> tuple[list[VariantStatus], list[str]]:
+    """Refuse variants whose validation failed or is missing, unless ``force``.
+
+    Returns every variant's status and the failures that ``force`` lets through.
+    """
+    statuses = [validation_status(manifest, v) for v in variants]
+    bad = [s for s in statuses if not s.passed]
+    if bad and not force:
+        passing = [s.name for s in statuses if s.passed]
+        if passing:
+            hint = "publish only the variants that passed with " + " ".join(f"--variant {p}" for p in passing)
+        elif any(s.problems == ("not validated",) for s in bad):
+            hint = "validate it first (`qwen3-quant quantize` with --validate records the result)"
+        else:
+            hint = "quantise again with more bits or a better recipe"
+        hint += ", or pass --force to publish anyway (the card will say so)"
+        raise ValidationFailedError(
+            f"refusing to publish {manifest['name']}: " + ", ".join(s.describe() for s in bad), hint=hint
+        )
+    for s in bad:
+        log.warning("publishing %s although it did not pass validation (--force)", s.describe())
+    return statuses, [s.describe() for s in bad]
+
+
+def payload_paths(manifest: dict[str, Any], variants: list[str]) -> list[tuple[str, str | None]]:
+    """``(path, variant)`` of the files to publish: the chosen variants' files and the shared ones
+    (files in the manifest that belong to no variant: config, tokenizer)."""
+    owned: dict[str, str] = {}
+    for name, v in manifest["variants"].items():
+        for f in v.get("files") or []:
+            owned.setdefault(f, name)
+    out: list[tuple[str, str | None]] = []
+    for name in variants:
+        for f in manifest["variants"][name].get("files") or []:
+            if f not in manifest["files"]:
+                raise PublishError(
+                    f"{manifest['name']}: {f} (variant {name}) has no size and sha256 in {MANIFEST}",
+                    hint="re-quantise the variant so that its files are recorded",
+                )
+            out.append((f, name))
+    out += [(f, None) for f in manifest["files"] if f not in owned]
+    clash = sorted({f for f, _ in out} & set(GENERATED))
+    if clash:
+        raise PublishError(
+            f"{manifest['name']}: {clash[0]} is an artifact file and would clash with the generated one",
+            hint="rename the file in the artifact",
+        )
+    return out
+
+
+def _mismatch(folder: Path, meta: dict[str, Any] | None, path: str) -> str:
+    p = folder / path
+    if meta is None:
+        return "is not in the manifest"
+    if not p.is_file():
+        return "is missing"
+    size = p.stat().st_size
+    if size != meta["size"]:
+        return f"is {size} bytes, the manifest recorded {meta['size']}"
+    return "has a different sha256 from the one recorded at quantisation"
+
+
+def verify_payload(
+    folder: Path, manifest: dict[str, Any], paths: list[str], progress: Progress = no_progress
+) -> None:
+    """Check every file's size and sha256 against the manifest; one line naming the first bad file."""
+    total = sum(manifest["files"][p]["size"] for p in paths)
+    done = 0
+    progress("verify sha256", 0, total)
+    for p in paths:
+        if verify_files(folder, manifest, [p]):
+            raise PublishError(
+                f"refusing to publish {manifest['name']}: {p} {_mismatch(folder, manifest['files'].get(p), p)}",
+                hint="the file changed after quantisation; restore it or quantise again",
+            )
+        done += manifest["files"][p]["size"]
+        progress("verify sha256", done, total)
+    log.info("verified %d files (%s) against %s", len(paths), human_bytes(total), MANIFEST)
+
+
+def _clean_result(result: dict[str, Any], base_model: str) -> dict[str, Any]:
+    """An EvalResult dict without this machine's paths."""
+    out = dict(result)
+    if out.get("artifact"):
+        out["artifact"] = Path(out["artifact"]).name
+    if out.get("base"):
+        out["base"] = base_model
+    return out
+
+
+def eval_document(bundle: Bundle, base_model: str) -> dict[str, Any]:
+    """The validation table as data (``eval.json``)."""
+    m = bundle.manifest
+    variants = {}
+    for s in bundle.statuses:
+        val = m["variants"][s.name].get("validation") or {}
+        variants[s.name] = {
+            "passed": s.passed,
+            "problems": list(s.problems),
+            "gates": val.get("gates"),
+            "result": _clean_result(val["result"], base_model) if val.get("result") else None,
+            "error": scrub(val.get("error")),
+            "files": list(m["variants"][s.name].get("files") or []),
+        }
+    return {
+        "schema": EVAL_SCHEMA,
+        "name": m["name"],
+        "format": m["format"],
+        "base_model": base_model,
+        "tool": m.get("tool"),
+        "forced": bool(bundle.forced),
+        "forced_failures": list(bundle.forced),
+        "variants": variants,
+    }
+
+
+def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, Any]:
+    """The artifact manifest restricted to what is published, commands scrubbed, and without the
+    local source path when the publish leaves the machine."""
+    m = json.loads(json.dumps(bundle.manifest))
+    m["variants"] = {k: v for k, v in m["variants"].items() if k in bundle.variants}
+    keep = {f.path for f in bundle.payload}
+    m["files"] = {k: v for k, v in m["files"].items() if k in keep}
+    for v in m["variants"].values():
+        v["command"] = _clean_command(v.get("command"))
+        val = v.get("validation") or {}
+        if val.get("result"):
+            val["result"] = _clean_result(val["result"], base_model_of(m))
+        if val.get("error"):
+            val["error"] = scrub(val["error"])
+    if not keep_source_path:
+        src = m.get("source") or {}
+        m["source"] = {**src, "path": None, "spec": shorten_home(src["spec"]) if src.get("spec") else None}
+    return m
+
+
+def _clean_command(cmd: str | None) -> str | None:
+    return shorten_home(scrub(cmd)) if cmd else cmd
+
+
+def base_model_of(manifest: dict[str, Any]) -> str:
+    """The card's ``base_model``: the source's Hub id, else its name (local models)."""
+    src = manifest.get("source") or {}
+    return src.get("hub_id") or src.get("name") or manifest["name"]
+
+
+def generated_file(path: str, data: bytes) -> PublishFile:
+    return PublishFile(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest(), data=data)
+
+
+def checksums_text(files: list[PublishFile]) -> str:
+    """``sha256sum -c`` format, sorted by path."""
+    return "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
+
+
+def source_file(folder: Path, manifest: dict[str, Any], path: str, variant: str | None) -> PublishFile:
+    meta = manifest["files"][path]
+    return PublishFile(path, int(meta["size"]), meta["sha256"], source=folder / path, variant=variant)

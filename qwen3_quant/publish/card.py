@@ -1,0 +1,348 @@
+"""The model card (README.md): YAML front matter as the Hub expects for quantised models, then
+what the artifact is, its recipe, the measured validation, the files, how to run it, and the command
+that reproduces it. Everything comes from the artifact manifest; nothing is invented here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..io import human_bytes
+from .bundle import CHECKSUMS, EVAL_JSON, Bundle, VariantStatus, base_model_of
+from .scrub import scrub, shorten_home
+from .usage import UsageContext, usage_section
+
+log = logging.getLogger(__name__)
+
+FORMAT_INFO = {  # format -> (what it is, library_name, runtime that validates it)
+    "gguf": ("GGUF files for llama.cpp", "gguf", "llama.cpp"),
+    "gptq": (
+        "GPTQ weight-only quantised safetensors (GPTQModel)",
+        "transformers",
+        "transformers + GPTQModel",
+    ),
+    "awq": ("AWQ weight-only quantised safetensors (GPTQModel)", "transformers", "transformers + GPTQModel"),
+    "onnx": ("ONNX model for onnxruntime-genai", "onnxruntime-genai", "onnxruntime"),
+}
+_RECIPE_LABELS = {
+    "type": "Type",
+    "bits": "Bits",
+    "group_size": "Group size",
+    "sym": "Symmetric",
+    "act_order": "Activation order",
+    "desc_act": "Activation order",
+    "precision": "Precision",
+    "block_size": "Block size",
+    "accuracy_level": "Accuracy level",
+    "quantizer": "Quantiser",
+    "imatrix": "Importance matrix",
+    "calibration": "Calibration",
+    "dtype": "Data type",
+}
+
+
+@dataclass
+class CardContext:
+    bundle: Bundle
+    repo_id: str | None  # None: a local publish
+    config: dict[str, Any] | None = None  # the artifact's config.json, when it has one
+    extra_tags: list[str] = field(default_factory=list)
+
+
+def license_info(manifest: dict[str, Any]) -> dict[str, str]:
+    """Front-matter licence fields: the Qwen3 models' Apache-2.0 with a link to their LICENSE file;
+    ``other`` (pointing at the base model) for sources the catalog does not know."""
+    from .. import catalog
+
+    src = manifest.get("source") or {}
+    for key in (src.get("hub_id"), src.get("name")):
+        hit = catalog.lookup(key) if key else None
+        if hit:
+            entry, is_base = hit
+            hub = src.get("hub_id") or (entry.base_hub_id if is_base else entry.hub_id)
+            return {
+                "license": entry.license,
+                "license_link": f"https://huggingface.co/{hub}/blob/main/LICENSE",
+            }
+    if src.get("name") and catalog.bundled_lookup(src["name"]):
+        return {"license": "apache-2.0"}
+    log.warning(
+        "%s: unknown base model licence; the card says 'other' and points at the base model", manifest["name"]
+    )
+    out = {"license": "other", "license_name": "base-model-license"}
+    if src.get("hub_id"):
+        out["license_link"] = f"https://huggingface.co/{src['hub_id']}"
+    return out
+
+
+def is_moe(manifest: dict[str, Any], config: dict[str, Any] | None) -> bool:
+    from .. import catalog
+
+    if config and "moe" in str((config.get("text_config") or config).get("model_type", "")):
+        return True
+    src = manifest.get("source") or {}
+    hit = catalog.lookup(src.get("hub_id") or src.get("name") or "")
+    return bool(hit and hit[0].arch.num_experts)
+
+
+def _recipes(bundle: Bundle) -> dict[str, dict[str, Any]]:
+    return {v: bundle.manifest["variants"][v].get("recipe") or {} for v in bundle.variants}
+
+
+def _truthy_imatrix(recipe: dict[str, Any]) -> bool:
+    im = recipe.get("imatrix")
+    return bool(im) and im not in ("off", "none", "no")
+
+
+def front_matter(ctx: CardContext, lic: dict[str, str] | None = None) -> dict[str, Any]:
+    b = ctx.bundle
+    fmt = b.manifest["format"]
+    recipes = _recipes(b)
+    tags = ["qwen3", fmt]
+    if is_moe(b.manifest, ctx.config):
+        tags.append("qwen3_moe")
+    for r in recipes.values():
+        if r.get("bits") is not None and f"{r['bits']}-bit" not in tags:
+            tags.append(f"{r['bits']}-bit")
+    if any(_truthy_imatrix(r) for r in recipes.values()):
+        tags.append("imatrix")
+    tags += ["quantized", "qwen3-quant"]
+    if b.forced:
+        tags.append("validation-failed")
+    tags += [t for t in ctx.extra_tags if t not in tags]
+    base = base_model_of(b.manifest)
+    meta: dict[str, Any] = {}
+    if ctx.repo_id and "/" not in base:
+        # the Hub wants a Hub model id here; a local model's name stays in the card's text
+        log.warning("%s has no Hub id; the card's metadata names no base_model", base)
+    else:
+        meta.update(base_model=base, base_model_relation="quantized")
+    meta.update(
+        {
+            **(lic or license_info(b.manifest)),
+            "pipeline_tag": "text-generation",
+            "library_name": FORMAT_INFO.get(fmt, (None, "transformers", None))[1],
+            "tags": tags,
+        }
+    )
+    return meta
+
+
+def render_front_matter(meta: dict[str, Any]) -> str:
+    import yaml
+
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, spec)
+
+
+def _recipe_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_recipe_value(x)}" for k, x in v.items() if x is not None)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_recipe_value(x) for x in v)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return shorten_home(scrub(str(v)))
+
+
+def recipe_section(b: Bundle) -> str:
+    recipes = _recipes(b)
+    keys: list[str] = []
+    for r in recipes.values():
+        keys += [k for k in r if k not in keys]
+    head = "| | " + " | ".join(b.variants) + " |\n|---|" + "---|" * len(b.variants) + "\n"
+    rows = ""
+    for k in keys:
+        label = _RECIPE_LABELS.get(k, k.replace("_", " ").capitalize())
+        rows += (
+            f"| {label} | " + " | ".join(_recipe_value(recipes[v].get(k, "-")) for v in b.variants) + " |\n"
+        )
+    tool = b.manifest.get("tool") or {}
+    libs: dict[str, str] = {}
+    for v in b.variants:
+        libs.update(b.manifest["variants"][v].get("libraries") or {})
+    lib_line = ", ".join(f"{k} {ver}" for k, ver in sorted(libs.items())) or "-"
+    return (
+        "## Recipe\n\n"
+        + head
+        + rows
+        + f"\nMade with {tool.get('name', 'qwen3-quant')} {tool.get('version', '')} ({lib_line}).\n"
+    )
+
+
+def _gate_cell(s: VariantStatus, val: dict[str, Any]) -> str:
+    if s.passed:
+        return "pass"
+    return "**FAIL**: " + "; ".join(s.problems) if val else "**not validated**"
+
+
+def validation_section(b: Bundle) -> str:
+    rows = []
+    notes: list[str] = []
+    for s in b.statuses:
+        val = b.manifest["variants"][s.name].get("validation") or {}
+        r = val.get("result") or {}
+        size = sum(f.size for f in b.payload if f.variant == s.name)
+        top1 = r.get("top1_agreement")
+        rows.append(
+            f"| {s.name} | {human_bytes(size)} | {_fmt(r.get('perplexity'), '.4g')} | "
+            f"{_fmt(r.get('base_perplexity'), '.4g')} | {_fmt(r.get('ppl_increase_pct'), '+.2f')}% | "
+            f"{_fmt(r.get('kld_mean'), '.4f')} | {_fmt(r.get('kld_p99'), '.4f')} | "
+            f"{_fmt(top1 * 100 if top1 is not None else None, '.1f')}% | {_fmt(r.get('prefill_tps'), '.1f')} | "
+            f"{_fmt(r.get('decode_tps'), '.1f')} | "
+            f"{human_bytes(r['peak_rss_bytes']) if r.get('peak_rss_bytes') else '-'} | {_gate_cell(s, val)} |"
+        )
+        if r:
+            note = (
+                f"{r.get('runtime')} on {r.get('hardware')}; text `{r.get('text')}`, {r.get('tokens_scored')} tokens "
+                f"scored in windows of {r.get('ctx')}; speed: {r.get('prompt_tokens')}-token prompt, "
+                f"{r.get('decode_tokens')} generated tokens"
+            )
+            if note not in notes:
+                notes.append(note)
+    gate_rows = []
+    for s in b.statuses:
+        val = b.manifest["variants"][s.name].get("validation") or {}
+        for g in (val.get("result") or {}).get("gates") or []:
+            op = ">=" if str(g["name"]).startswith("min_") else "<="
+            gate_rows.append(
+                f"| {s.name} | {g['name']} | {_fmt(g.get('value'), '.4g')} | {op} {_fmt(g.get('limit'), '.4g')} | "
+                f"{'pass' if g.get('passed') else '**FAIL**'} |"
+            )
+        if val.get("error"):
+            gate_rows.append(f"| {s.name} | loads | - | - | **FAIL**: {scrub(val['error'])} |")
+    out = (
+        "## Validation\n\n"
+        "Every variant was loaded in the runtime that serves it and compared with the unquantised model "
+        "on the same text: perplexity, KL divergence of the next-token distributions (top-k, per token), "
+        "agreement of the most likely token, prefill and decode throughput, peak memory.\n\n"
+        "| Variant | Size | PPL | Base PPL | PPL change | KLD mean | KLD p99 | Top-1 agree | Prefill tok/s "
+        "| Decode tok/s | Peak RSS | Gates |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+    )
+    if notes:
+        out += "Measured with " + "; ".join(notes) + ".\n\n"
+    if gate_rows:
+        out += (
+            "| Variant | Gate | Value | Limit | Result |\n|---|---|---|---|---|\n"
+            + "\n".join(gate_rows)
+            + "\n\n"
+        )
+    out += f"The same numbers as data: [`{EVAL_JSON}`]({EVAL_JSON}).\n"
+    return out
+
+
+def files_section(b: Bundle) -> str:
+    rows = [
+        f"| `{f.path}` | {f.variant or 'shared'} | {human_bytes(f.size)} | `{f.sha256}` |" for f in b.payload
+    ]
+    return (
+        "## Files\n\n| File | Variant | Size | SHA256 |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nCheck a download with `sha256sum -c {CHECKSUMS}` (it lists every file of this publish"
+        " but itself).\n"
+    )
+
+
+def reproduce_section(b: Bundle) -> str:
+    by_cmd: dict[str, list[str]] = {}
+    for v in b.variants:
+        cmd = b.manifest["variants"][v].get("command")
+        key = shorten_home(scrub(cmd)) if cmd else ""
+        by_cmd.setdefault(key, []).append(v)
+    from ..formats import FORMATS, get_format
+
+    fmt = b.manifest["format"]
+    install = (
+        f"pip install 'qwen3-quant[{get_format(fmt).extra}]'" if fmt in FORMATS else "pip install qwen3-quant"
+    )
+    parts = ["## Reproduce\n"]
+    for cmd, variants in by_cmd.items():
+        label = ", ".join(variants)
+        if cmd:
+            parts.append(f"{label}:\n\n```sh\n{install}\n{cmd}\n```\n")
+        else:
+            parts.append(f"{label}: the manifest recorded no command.\n")
+    return "\n".join(parts)
+
+
+def forced_warning(b: Bundle) -> str:
+    if not b.forced:
+        return ""
+    items = "\n".join(f"> - {scrub(f)}" for f in b.forced)
+    return (
+        "> [!WARNING]\n"
+        "> **Published with `--force` although validation did not pass.** These variants failed or were "
+        "not validated:\n>\n"
+        + items
+        + "\n>\n> Treat them as untested; the numbers below say how far off they are.\n\n"
+    )
+
+
+def _genai_dir(b: Bundle) -> str:
+    for f in b.payload:
+        if f.path.endswith("genai_config.json"):
+            return f.path.rpartition("/")[0] or "."
+    return "."
+
+
+def _runtime_of(m: dict[str, Any], variant: str) -> str | None:
+    return ((m["variants"][variant].get("validation") or {}).get("result") or {}).get("runtime")
+
+
+def render_card(ctx: CardContext) -> str:
+    b = ctx.bundle
+    m = b.manifest
+    fmt = m["format"]
+    lic = license_info(m)
+    what, _, runtime = FORMAT_INFO.get(fmt, ("safetensors checkpoint for transformers", None, "transformers"))
+    base = base_model_of(m)
+    base_link = f"[{base}](https://huggingface.co/{base})" if "/" in base else f"`{base}`"
+    variants = ", ".join(f"`{v}`" for v in b.variants)
+    validated = ", ".join(sorted({_runtime_of(m, v) or runtime for v in b.variants}))
+    usage = usage_section(
+        UsageContext(
+            fmt=fmt,
+            name=ctx.repo_id.split("/")[-1] if ctx.repo_id else b.name,
+            repo_id=ctx.repo_id,
+            variant_files={v: list(m["variants"][v].get("files") or []) for v in b.variants},
+            validated_in=validated,
+            moe=is_moe(m, ctx.config),
+            genai_dir=_genai_dir(b),
+        )
+    )
+    intro = (
+        f"# {ctx.repo_id.split('/')[-1] if ctx.repo_id else b.name}\n\n"
+        f"{what} of {base_link}: {len(b.variants)} variant{'s' if len(b.variants) != 1 else ''} ({variants}), "
+        f"{human_bytes(sum(f.size for f in b.payload))} in all. Made and validated with "
+        f"[qwen3-quant](https://pypi.org/project/qwen3-quant/) {(m.get('tool') or {}).get('version', '')}: "
+        f"each variant was measured in {validated} against the unquantised model "
+        "before publishing, and only variants that pass their gates are published"
+        + (" (this publish overrode that with `--force`, see below)" if b.forced else "")
+        + ".\n\n"
+    )
+    licence = "## Licence\n\n" + (
+        f"{lic['license']}, as the base model ([licence]({lic['license_link']})).\n"
+        if lic.get("license_link") and lic["license"] != "other"
+        else f"{lic['license']}: the base model's licence applies.\n"
+    )
+    return "\n".join(
+        [
+            render_front_matter(front_matter(ctx, lic)),
+            intro + forced_warning(b),
+            validation_section(b),
+            recipe_section(b),
+            files_section(b),
+            usage,
+            reproduce_section(b),
+            licence,
+        ]
+    )
