@@ -44,9 +44,20 @@ def test_quantize_int4_with_validation(int4_artifact, micro_dense):
     recipe = variant["recipe"]
     assert recipe["bits"] == 4 and recipe["block_size"] == 32 and recipe["quantizer"] == "rtn"
     assert recipe["exporter"] == "onnxruntime-genai model builder" and recipe["builder"]["version"]
-    assert recipe["tied_embedding_shared"] is True and recipe["graph"]["GatherBlockQuantized_bits"] == [4]
+    assert (
+        recipe["tied_embedding_shared"] is True
+        and recipe["graph"]["GatherBlockQuantized"] == "1 x int4, block 32"
+    )
+    assert recipe["graph"]["MatMulNBits"] == "21 x int4, block 32, accuracy level 4"
     assert variant["validation"]["passed"] is True
-    for f in ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    shared = (
+        "genai_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "config.json",
+    )
+    for f in shared:
         assert f in m["files"]
     assert verify_files(out, m) == []
     assert not partial_path(out).exists()
@@ -90,7 +101,8 @@ def test_cli_quantize_moe_int8(micro_moe, tmp_path, cache_dir):
     assert report["variants"] == ["int8"] and report["validations"][0]["passed"] is True
     recipe = load_manifest(out)["variants"]["int8"]["recipe"]
     assert recipe["exporter"].startswith("qwen3-quant Qwen3-MoE exporter")
-    assert recipe["graph"]["QMoE_bits"] == [8] and recipe["weights"]["router"] == "fp32"
+    assert recipe["graph"]["QMoE"] == "4 x int8, block 32" and recipe["weights"]["router"] == "fp32"
+    assert recipe["graph"]["MatMul"] == "4 (float)"  # the routers
 
 
 def test_full_disk_is_refused_before_any_work(micro_dense, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ...catalog.architecture import ArchShape
-from ...errors import CheckpointError, DependencyMissingError, require
+from ...errors import CheckpointError, require
 from ..base import Progress, no_progress
 from . import graph
 from .config import OnnxConfig
@@ -140,12 +140,7 @@ def run_builder(
     require("onnxruntime", "onnx")
     ep, opts = builder_options(cfg, arch)
     with _quiet_builder(progress, arch.num_hidden_layers):
-        try:
-            gb = require("onnxruntime_genai.models.builder", "onnx")
-        except SystemExit as exc:  # pragma: no cover - the builder exits on a broken install
-            raise DependencyMissingError(
-                "onnxruntime-genai's model builder failed to import", hint="pip install 'qwen3-quant[onnx]'"
-            ) from exc
+        gb = require("onnxruntime_genai.models.builder", "onnx")
         extra = [f"{k}={v}" for k, v in opts.items()]
         try:
             parsed = gb.parse_extra_options(

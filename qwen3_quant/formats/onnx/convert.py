@@ -5,6 +5,7 @@ the final name is replaced only with ``overwrite``."""
 from __future__ import annotations
 
 import logging
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_NAME = "onnx"
 VARIANT_FILES = (graph.MODEL_FILE, graph.DATA_FILE)
+SOURCE_FILES = ("config.json", "generation_config.json")
 # the recipe keys that make two builds of one precision different artifacts
 RECIPE_KEYS = ("precision", "block_size", "accuracy_level", "quantizer")
 
@@ -109,6 +111,9 @@ def quantize_onnx(
         cache = tmp / ".builder-cache"
         built = run_builder(info.path, tmp, cfg, info.config, info.arch, cache, progress=progress)
         remove_path(cache)
+        for name in SOURCE_FILES:  # the architecture, for model cards and readers of the folder
+            if (info.path / name).is_file():
+                shutil.copy2(info.path / name, tmp / name)
         shared_files = sorted(
             p.name for p in tmp.iterdir() if p.is_file() and p.name not in VARIANT_FILES and p.name[0] != "."
         )
@@ -128,7 +133,7 @@ def quantize_onnx(
                 "extra_options": {k: v for k, v in built.extra_options.items() if not k.startswith("hf_")},
             },
             "onnxruntime": _version("onnxruntime"),
-            "graph": graph.summarise(tmp),
+            "graph": graph.describe(tmp),
         }
         record_variant(
             tmp,

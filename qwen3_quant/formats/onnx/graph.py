@@ -256,13 +256,44 @@ def summarise(folder: Path) -> dict[str, Any]:
                 out.setdefault(f"{n.op_type}_block_size", set()).add(int(attrs["block_size"]))
             if n.op_type == "MatMulNBits":
                 out.setdefault("accuracy_level", set()).add(int(attrs.get("accuracy_level", 0)))
-    float_weights = [
+    float_weights = {
         i.name
         for i in model.graph.initializer
         if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and len(i.dims) >= 2
-    ]
+    }
     out["float_matrices"] = sorted(float_weights)
+    # nodes that compute with a float weight matrix (a tied fp model's Gather reads a Transpose of one)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    float_nodes: Counter = Counter()
+    for n in model.graph.node:
+        ins = [
+            producers[i].input[0] if i in producers and producers[i].op_type == "Transpose" else i
+            for i in n.input
+        ]
+        if n.op_type in ("MatMul", "Gather", "MoE") and float_weights.intersection(ins):
+            float_nodes[n.op_type] += 1
+    out["float_weight_nodes"] = dict(sorted(float_nodes.items()))
     return {k: sorted(v) if isinstance(v, set) else v for k, v in out.items()}
+
+
+def describe(folder: Path) -> dict[str, str]:
+    """One line per kind of operator that holds weights, for the manifest's recipe and the model card:
+    ``{"MatMulNBits": "9 x int4, block 32, accuracy level 4", "QMoE": "4 x int4, block 32", ...}``."""
+    s = summarise(folder)
+    out = {}
+    for op in ("MatMulNBits", "QMoE", "GatherBlockQuantized", "MoE", "MatMul", "Gather"):
+        n = s["ops"].get(op) if f"{op}_bits" in s else s["float_weight_nodes"].get(op)
+        if not n:
+            continue
+        if f"{op}_bits" in s:
+            line = f"{n} x int{'/int'.join(map(str, s[f'{op}_bits']))}"
+            line += ", block " + "/".join(map(str, s.get(f"{op}_block_size", [])))
+            if op == "MatMulNBits":
+                line += ", accuracy level " + "/".join(map(str, s.get("accuracy_level", [])))
+        else:
+            line = f"{n} (float)"
+        out[op] = line
+    return out
 
 
 def has_initializer(folder: Path, name: str) -> bool:
