@@ -1,34 +1,26 @@
-"""ONNX for onnxruntime: onnxruntime-genai's builder for dense Qwen3, the project's exporter for MoE."""
+"""ONNX for onnxruntime: onnxruntime-genai's builder for dense Qwen3, the project's exporter for MoE.
+
+Importing this package is instant: the builder, torch and onnx load only when converting.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from ...catalog.architecture import ArchShape
-from ...errors import UsageError
-from ..base import GiB, QuantFormat, SizeEstimate, kept_tensor_bytes, linear_tensors
+from ..base import GiB, Progress, QuantFormat, SizeEstimate, kept_tensor_bytes, linear_tensors, no_progress
+from .config import BITS, PRECISIONS, OnnxConfig, parse_onnx_options
+from .sizes import onnx_bytes
 
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+if TYPE_CHECKING:
+    from ...checkpoint import CheckpointInfo
+    from ...sources import ModelSource
 
+__all__ = ["FORMAT", "ONNXFormat", "OnnxConfig", "PRECISIONS", "onnx_bytes"]
 
-def onnx_bytes(arch: ArchShape, precision: str, block_size: int = 32) -> int:
-    """fp32/fp16: every weight at that width. int4/int8: MatMulNBits weights (packed ints,
-    one fp32 scale per block) with the embedding kept in fp32 and the lm_head quantised too."""
-    if precision not in PRECISIONS:
-        raise UsageError(
-            f"unknown ONNX precision '{precision}'", hint="choose one of: " + ", ".join(PRECISIONS)
-        )
-    if precision in ("fp32", "fp16"):
-        width = 4 if precision == "fp32" else 2
-        return kept_tensor_bytes(arch, width) + sum(t.total_numel for t in linear_tensors(arch)) * width
-    bits = 4 if precision == "int4" else 8
-    total = 0
-    for t in linear_tensors(arch):
-        out_f, in_f = t.shape
-        total += (out_f * in_f * bits // 8 + out_f * (in_f // block_size) * 4) * t.count
-    emb = arch.vocab_size * arch.hidden_size
-    total += kept_tensor_bytes(arch, 4) - (emb * 4 if not arch.tie_word_embeddings else 0)
-    # the lm_head as MatMulNBits (tied models get a quantised copy of the embedding)
-    total += emb * bits // 8 + arch.vocab_size * (arch.hidden_size // block_size) * 4
-    return total
+_MODULES = ("onnx", "onnxruntime", "onnxruntime_genai", "onnx_ir")
 
 
 class ONNXFormat(QuantFormat):
@@ -36,12 +28,48 @@ class ONNXFormat(QuantFormat):
     extra = "onnx"
     runtime = "onnxruntime"
     table_types = ("int4", "int8")
+    implemented = True
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         size = onnx_bytes(arch, variant.lower())
         params = sum(t.total_numel for t in linear_tensors(arch)) + kept_tensor_bytes(arch, 1)
-        # the builder holds the fp32 weights of the source and the graph it writes
-        return SizeEstimate(size, int(4 * params + size + 1.0 * GiB))
+        # measured on a 335M-parameter bf16 checkpoint: the builder holds the checkpoint (2 bytes a
+        # weight) and streams fp32 out (peak 3 bytes a weight above the libraries' 0.4 GB); int4/int8
+        # also keep the fp32 graph and its copy while MatMulNBits runs (8 bytes a weight)
+        per_param = 8 if variant.lower() in ("int4", "int8") else 3
+        return SizeEstimate(size, int(per_param * params + 1.0 * GiB))
+
+    def nominal_bits(self, variant: str) -> int:
+        return BITS.get(variant.strip().lower(), 16)
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in _MODULES)
+
+    def parse_options(self, options: dict[str, Any]) -> OnnxConfig:
+        return parse_onnx_options(options)
+
+    def artifact_name(self, model_name: str, config: OnnxConfig) -> str:
+        return f"{model_name}-ONNX-{config.precision}"
+
+    def variants(self, config: OnnxConfig) -> list[str]:
+        return [config.precision]
+
+    def quantize(
+        self,
+        source: ModelSource,
+        info: CheckpointInfo,
+        config: OnnxConfig,
+        out_dir: Path,
+        *,
+        overwrite: bool = False,
+        progress: Progress = no_progress,
+    ) -> list[str]:
+        from ...quantize import command_line
+        from .convert import quantize_onnx
+
+        return quantize_onnx(
+            source, info, config, out_dir, overwrite=overwrite, progress=progress, command=command_line()
+        )
 
 
 FORMAT = ONNXFormat()

@@ -1,0 +1,398 @@
+"""ONNX (onnxruntime) against transformers fp32 and GGUF (llama.cpp) on the micro models, in one run.
+
+For each model: builds fp32 / int8 / int4 ONNX artifacts with qwen3-quant, the Q8_0 and Q4_K_M GGUF
+peers (with qwen3-quant's gguf format when it can quantise, else with llama.cpp's own
+convert_hf_to_gguf.py from the llama.cpp sources and llama_cpp.llama_model_quantize), then evaluates
+every one of them, each in a fresh process, with the project's evaluation core: perplexity and KLD
+against the transformers fp32 reference on the same text, prefill and decode tokens/s with the
+runtime's KV cache, peak resident memory. Writes a Markdown report with the numbers and the ratios.
+
+    python benchmarks/onnx_bench.py --out benchmarks/onnx.md
+
+(from the repository root, with qwen3-quant importable; the llama.cpp sources at /tmp/llsrc/llama.cpp
+are needed only while qwen3-quant's gguf format cannot quantise). Artifacts, logs and results.json
+go to --work (default out/onnx-bench); a rerun reuses the artifacts and the stored reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+LLAMA_CPP_SRC = Path("/tmp/llsrc/llama.cpp")
+GGUF_TYPES = ("Q8_0", "Q4_K_M")
+ONNX_PRECISIONS = ("fp32", "int8", "int4")
+PEERS = {"int8": "Q8_0", "int4": "Q4_K_M"}
+NOTES_MARK = "<!-- notes: kept when the tables above are regenerated -->\n"
+
+
+# --- a llama.cpp runner for when the project's gguf runner is not installed (benchmark only) ---------
+def _bench_llamacpp_runner():
+    from qwen3_quant.eval.runner import GenerationTiming, Runner
+
+    class BenchLlamaCppRunner(Runner):
+        """llama-cpp-python with logits for every position; default (f16) KV cache."""
+
+        runtime = "llama.cpp"
+
+        def __init__(self, path, *, ctx, threads=None):
+            super().__init__(path, ctx=ctx, threads=threads)
+            from llama_cpp import Llama
+
+            n = threads or os.cpu_count()
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=ctx,
+                n_batch=ctx,
+                n_ubatch=ctx,
+                logits_all=True,
+                n_threads=n,
+                n_threads_batch=n,
+                verbose=False,
+            )
+
+        @property
+        def max_context(self):
+            return self.llm.n_ctx()
+
+        def logits(self, ids):
+            self.llm.reset()
+            self.llm.eval(list(ids))
+            return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+
+        def generate(self, prompt_ids, new_tokens):
+            self.llm.reset()
+            t0 = time.perf_counter()
+            self.llm.eval(list(prompt_ids))
+            nxt = int(np.argmax(self.llm.scores[len(prompt_ids) - 1]))
+            t1 = time.perf_counter()
+            out = [nxt]
+            for _ in range(new_tokens - 1):
+                self.llm.eval([nxt])
+                nxt = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+                out.append(nxt)
+            t2 = time.perf_counter()
+            return GenerationTiming(len(prompt_ids), len(out), t1 - t0, t2 - t1, tuple(out))
+
+        def close(self):
+            self.llm.close()
+
+    return BenchLlamaCppRunner
+
+
+def _project_gguf_runner_available() -> bool:
+    try:
+        from qwen3_quant.eval.runner import runner_class
+
+        runner_class("llama.cpp")
+        return True
+    except ImportError:
+        return False
+
+
+def eval_one(spec: dict) -> dict:
+    """Child process: evaluate one target, return the EvalResult as a dict."""
+    from qwen3_quant.eval import runner as runners
+    from qwen3_quant.eval.evaluate import EvalOptions, EvalTarget, evaluate
+
+    if spec["runtime"] == "llama.cpp" and not _project_gguf_runner_available():
+        globals()["BenchLlamaCppRunner"] = _bench_llamacpp_runner()
+        runners.RUNNERS["llama.cpp"] = "__main__:BenchLlamaCppRunner"
+    opts = EvalOptions(**spec["options"])
+    target = EvalTarget(Path(spec["path"]), spec["runtime"], spec.get("variant"), None)
+    load = os.getloadavg()[0]
+    res = asdict(evaluate(target, base=spec["base"], options=opts))
+    res.update(cpu_speed(target, spec["base"], opts))
+    res["load_1min"] = (load + os.getloadavg()[0]) / 2
+    return res
+
+
+def cpu_speed(target, base: str, opts) -> dict:
+    """Prefill and decode tokens per CPU-second of this process (one thread), the median of
+    ``opts.repeats`` runs: unlike wall-clock speed it hardly moves when other jobs share the cores."""
+    import statistics
+
+    from qwen3_quant.eval.evaluate import _tokenize
+    from qwen3_quant.eval.runner import open_runner
+    from qwen3_quant.textdata import load_eval_text
+
+    _, text = load_eval_text(opts.text)
+    ids = _tokenize(Path(base), text, opts.prompt_tokens).tolist()
+    pre, dec = [], []
+    with open_runner(target.path, ctx=opts.ctx, threads=1, runtime=target.runtime) as runner:
+        runner.generate(ids[:16], 4)  # warm-up
+        for _ in range(opts.repeats):
+            t0 = time.process_time()
+            runner.generate(ids, 1)
+            t1 = time.process_time()
+            runner.generate(ids, opts.decode_tokens)
+            t2 = time.process_time()
+            pre.append(len(ids) / (t1 - t0))
+            dec.append((opts.decode_tokens - 1) / max(1e-9, (t2 - t1) - (t1 - t0)))
+    return {"cpu_prefill_tps": statistics.median(pre), "cpu_decode_tps": statistics.median(dec)}
+
+
+# --- building the artifacts -------------------------------------------------------------------------
+def build_onnx(src: Path, name: str, work: Path) -> dict[str, Path]:
+    from qwen3_quant.quantize import quantize
+
+    out = {}
+    for p in ONNX_PRECISIONS:
+        dest = work / f"{name}-ONNX-{p}"
+        quantize(str(src), "onnx", out_dir=dest, precision=p, validate=False)
+        out[p] = dest
+    return out
+
+
+def build_gguf(src: Path, name: str, work: Path, log) -> tuple[dict[str, Path], str]:
+    from qwen3_quant.formats import get_format
+
+    if get_format("gguf").implemented:
+        from qwen3_quant.artifact import load_manifest
+        from qwen3_quant.quantize import quantize
+
+        dest = work / f"{name}-GGUF"
+        quantize(str(src), "gguf", out_dir=dest, types=list(GGUF_TYPES), validate=False)
+        m = load_manifest(dest)
+        return {t: dest / m["variants"][t]["files"][0] for t in GGUF_TYPES}, "qwen3-quant gguf format"
+    gdir = work / "gguf"
+    gdir.mkdir(parents=True, exist_ok=True)
+    f32 = gdir / f"{name}-F32.gguf"
+    if not f32.is_file():
+        convert = (
+            "import sys\n"
+            f"sys.path.insert(0, {str(LLAMA_CPP_SRC)!r})\n"
+            "import conversion.base as cb\n"
+            "cb.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'qwen2'\n"
+            # Qwen3 tries a sentencepiece vocabulary first; these folders have none (and no sentencepiece)
+            "def no_spm(self, *a, **k):\n    raise FileNotFoundError('no tokenizer.model')\n"
+            "cb.TextModel._set_vocab_sentencepiece = no_spm\n"
+            "import convert_hf_to_gguf as c\n"
+            f"sys.argv = ['convert', {str(src)!r}, '--outtype', 'f32', '--outfile', {str(f32)!r}]\n"
+            "c.main()\n"
+        )
+        subprocess.run([sys.executable, "-c", convert], check=True, stdout=log, stderr=log)
+    out = {}
+    for t in GGUF_TYPES:
+        dest = gdir / f"{name}-{t}.gguf"
+        if not dest.is_file():
+            quant = (
+                "import ctypes, llama_cpp\n"
+                "p = llama_cpp.llama_model_quantize_default_params()\n"
+                f"p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_{t}\n"
+                f"assert llama_cpp.llama_model_quantize({str(f32).encode()!r}, {str(dest).encode()!r}, ctypes.byref(p)) == 0\n"
+            )
+            subprocess.run([sys.executable, "-c", quant], check=True, stdout=log, stderr=log)
+        out[t] = dest
+    return out, "llama.cpp convert_hf_to_gguf.py (F32) + llama_model_quantize"
+
+
+def held_out_text(src: Path, work: Path) -> str | None:
+    """The Gutenberg book the micro models were not trained on, if the shared data is here."""
+    from qwen3_quant.textdata import read_text, shared_data_dir, strip_gutenberg
+
+    info = src / "training.json"
+    d = shared_data_dir(required=False)
+    book = json.loads(info.read_text()).get("held_out_book") if info.is_file() else None
+    if not d or not book or not (d / "corpus-en" / "gutenberg" / f"{book}.txt").is_file():
+        return None
+    out = work / f"{book}.txt"
+    if not out.is_file():
+        out.write_text(strip_gutenberg(read_text(d / "corpus-en" / "gutenberg" / f"{book}.txt")))
+    return str(out)
+
+
+def size_of(path: Path) -> int:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum((p / f).stat().st_size for f in ("model.onnx", "model.onnx.data") if (p / f).is_file()) or sum(
+        f.stat().st_size for f in p.glob("*.safetensors")
+    )
+
+
+# --- the report -----------------------------------------------------------------------------------
+def _f(v, spec=".2f"):
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+
+def report(runs: dict, meta: dict) -> str:
+    lines = [
+        "# ONNX (onnxruntime) vs transformers fp32 vs GGUF (llama.cpp) on the micro models",
+        "",
+        "Reproduce with:",
+        "",
+        "```",
+        meta["command"],
+        "```",
+        "",
+        f"- Date: {meta['date']}; machine: {meta['host']}; load average at start / end: "
+        f"{meta['load_start']} / {meta['load_end']} (other work shared the machine: speeds are rough)",
+        f"- Libraries: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
+        f"- Text: {meta['text']} ({meta['tokens']} tokens scored in windows of {meta['ctx']}); speed: "
+        f"prompt {meta['prompt_tokens']} tokens, {meta['decode_tokens']} decoded greedily with the KV cache, "
+        f"median of {meta['repeats']} runs after a warm-up, {meta['threads']} thread(s)",
+        "- Speed is given twice: tokens per CPU-second of the evaluating process (one thread; the ratios use "
+        "these) and the evaluation core's wall-clock tokens/s. The machine was shared with other jobs, so "
+        "wall-clock figures depend on the neighbours; CPU time hardly does.",
+        f"- GGUF peers made with: {meta['gguf_source']}",
+        "- Each artifact is evaluated in a fresh process; peak RSS is that process's peak (libraries included); "
+        "load: the machine's 1-minute load average while it ran (2 cores: above 2, other jobs took CPU time).",
+        "- Sizes: the files a runtime loads (ONNX: model.onnx + model.onnx.data; transformers: the bf16 "
+        "safetensors it upcasts to fp32).",
+        "- KLD: mean over scored tokens of KL(reference || artifact) on the reference's top-32 log-probs "
+        "(the project's protocol); top-1: share of tokens whose most likely next token matches the reference.",
+        "",
+    ]
+    for model, rows in runs.items():
+        base = rows["transformers fp32"]
+        lines += [
+            f"## {model}",
+            "",
+            "| artifact | runtime | size MB | ppl | ppl +% | KLD mean | top-1 | prefill tok/CPU-s | decode tok/CPU-s "
+            "| prefill x tf | decode x tf | decode x GGUF peer | prefill tok/s (wall) | decode tok/s (wall) "
+            "| peak RSS MB | load |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, r in rows.items():
+            peer = None
+            if label.startswith("ONNX "):
+                p = PEERS.get(label.split()[1])
+                peer = rows.get(f"GGUF {p}") if p else None
+            peer_cell = "-"
+            if peer:
+                peer_cell = _f(r["cpu_decode_tps"] / peer["cpu_decode_tps"]) + f" ({label_of(peer, rows)})"
+            cells = [
+                label,
+                r["runtime"],
+                _f(r["size_bytes"] / 1e6),
+                _f(r["perplexity"]),
+                _f(r["ppl_increase_pct"]),
+                _f(r["kld_mean"], ".4f"),
+                _f(r["top1_agreement"], ".3f"),
+                _f(r["cpu_prefill_tps"], ".0f"),
+                _f(r["cpu_decode_tps"], ".0f"),
+                _f(r["cpu_prefill_tps"] / base["cpu_prefill_tps"]),
+                _f(r["cpu_decode_tps"] / base["cpu_decode_tps"]),
+                peer_cell,
+                _f(r["prefill_tps"], ".0f"),
+                _f(r["decode_tps"], ".0f"),
+                _f(r["peak_rss_bytes"] / 1e6, ".0f"),
+                _f(r.get("load_1min"), ".1f"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def label_of(row, rows):
+    return next(k for k, v in rows.items() if v is row)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["Qwen3-Micro", "Qwen3-Micro-MoE"])
+    ap.add_argument("--work", type=Path, default=Path("out/onnx-bench"))
+    ap.add_argument("--out", type=Path, default=HERE.parent / "onnx.md")
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--max-tokens", type=int, default=8192)
+    ap.add_argument("--prompt-tokens", type=int, default=256)
+    ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    # one thread by default: on a shared machine multi-threaded runtimes stall whenever another job
+    # takes one of their cores, which makes their speeds depend on the neighbours more than on them
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.eval_one:
+        print("RESULT " + json.dumps(eval_one(json.loads(args.eval_one)), default=str))
+        return
+
+    from importlib import metadata
+
+    from qwen3_quant.artifact import host_description
+    from qwen3_quant.sources import resolve_model
+
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, QWEN3_QUANT_CACHE=str(work / "cache"), TOKENIZERS_PARALLELISM="false")
+    command = "python benchmarks/onnx_bench.py " + " ".join(map(shlex.quote, sys.argv[1:]))
+    meta = {
+        "command": command.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": host_description() + f", {platform.processor() or platform.machine()}",
+        "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "versions": {
+            d: metadata.version(d)
+            for d in ("onnxruntime", "onnxruntime-genai", "llama_cpp_python", "torch", "transformers")
+        },
+        "ctx": args.ctx,
+        "prompt_tokens": args.prompt_tokens,
+        "decode_tokens": args.decode_tokens,
+        "repeats": args.repeats,
+        "threads": args.threads,
+    }
+    runs: dict[str, dict[str, dict]] = {}
+    with open(work / "build.log", "a") as log:
+        for model in args.models:
+            src = resolve_model(model).path
+            print(f"[{model}] building artifacts", flush=True)
+            onnx_dirs = build_onnx(src, model, work)
+            ggufs, meta["gguf_source"] = build_gguf(src, model, work, log)
+            text = held_out_text(src, work)
+            options = {
+                "text": text,
+                "ctx": args.ctx,
+                "max_tokens": args.max_tokens,
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "repeats": args.repeats,
+                "threads": args.threads,
+            }
+            targets = [("transformers fp32", src, "transformers")]
+            targets += [(f"ONNX {p}", d, "onnxruntime") for p, d in onnx_dirs.items()]
+            targets += [(f"GGUF {t}", f, "llama.cpp") for t, f in ggufs.items()]
+            rows = {}
+            for label, path, runtime in targets:
+                print(f"[{model}] evaluating {label}", flush=True)
+                spec = {"path": str(path), "runtime": runtime, "base": str(src), "options": options}
+                r = subprocess.run(
+                    [sys.executable, str(HERE), "--eval-one", json.dumps(spec)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                log.write(r.stderr)
+                line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if r.returncode or line is None:
+                    raise SystemExit(f"evaluating {label} failed:\n{r.stderr[-3000:]}")
+                res = json.loads(line[len("RESULT ") :])
+                res["size_bytes"] = size_of(path)
+                rows[label] = res
+            runs[model] = rows
+            meta["text"], meta["tokens"] = (
+                rows["transformers fp32"]["text"],
+                rows["transformers fp32"]["tokens_scored"],
+            )
+    meta["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    (work / "results.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2, default=str))
+    notes = ""
+    if args.out.is_file() and NOTES_MARK in args.out.read_text():  # hand-written reading of the numbers
+        notes = args.out.read_text().split(NOTES_MARK, 1)[1]
+    args.out.write_text(report(runs, meta) + "\n" + NOTES_MARK + notes)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

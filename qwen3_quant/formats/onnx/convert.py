@@ -1,0 +1,157 @@
+"""One checkpoint to one ONNX artifact folder: build into a temporary sibling, record the manifest
+there, rename when complete. An intact artifact with the same recipe is kept; anything else under
+the final name is replaced only with ``overwrite``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...artifact import load_manifest_or_none, record_variant, verify_files
+from ...checkpoint import fingerprint
+from ...errors import ArtifactExistsError
+from ...io import atomic_output, ensure_free_space, partial_path, remove_path
+from ..base import Progress, no_progress
+from . import graph
+from .build import builder_version, model_kind, run_builder
+from .config import OnnxConfig
+from .sizes import onnx_bytes
+
+if TYPE_CHECKING:
+    from ...checkpoint import CheckpointInfo
+    from ...sources import ModelSource
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "onnx"
+VARIANT_FILES = (graph.MODEL_FILE, graph.DATA_FILE)
+SOURCE_FILES = ("config.json", "generation_config.json")
+# the recipe keys that make two builds of one precision different artifacts
+RECIPE_KEYS = ("precision", "block_size", "accuracy_level", "quantizer")
+
+
+def source_record(source: ModelSource, info: CheckpointInfo) -> dict[str, Any]:
+    return {
+        "spec": source.spec,
+        "name": source.name,
+        "hub_id": source.hub_id,
+        "revision": source.revision,
+        "path": str(info.path),
+        "fingerprint": fingerprint(info.path),
+    }
+
+
+def _describe_weights(cfg: OnnxConfig, info: CheckpointInfo, shared: bool) -> dict[str, str]:
+    a = info.arch
+    if cfg.is_int:
+        how = f"MatMulNBits {cfg.precision}, block {cfg.block_size}, {cfg.quantizer}"
+        out = {"linear": how, "lm_head": how}
+        if shared:
+            out["embedding"] = "the lm_head's matrix (GatherBlockQuantized)"
+        else:
+            out["embedding"] = f"GatherBlockQuantized {cfg.precision}, block {cfg.block_size}"
+        if a.is_moe:
+            out["experts"] = f"QMoE {cfg.precision}, block {cfg.block_size}, round-to-nearest"
+            out["router"] = "fp32"
+    else:
+        out = {"all": cfg.precision}
+        if a.is_moe:
+            out["experts"] = f"MoE {cfg.precision}"
+    return out
+
+
+def _check_existing(out_dir: Path, cfg: OnnxConfig, src_fp: str) -> None:
+    """Return quietly when ``out_dir`` already holds this exact artifact, intact; raise otherwise."""
+    fix = "pass --overwrite to rebuild it, or -o another folder"
+    m = load_manifest_or_none(out_dir)
+    v = (m or {}).get("variants", {}).get(cfg.precision) if m and m.get("format") == FORMAT_NAME else None
+    if v is None:
+        raise ArtifactExistsError(f"{out_dir} exists and holds no ONNX {cfg.precision} artifact", hint=fix)
+    recipe = v.get("recipe") or {}
+    for key in RECIPE_KEYS:
+        if recipe.get(key) != getattr(cfg, key):
+            raise ArtifactExistsError(
+                f"{out_dir} was built with {key} {recipe.get(key)}, not {getattr(cfg, key)}", hint=fix
+            )
+    if (m.get("source") or {}).get("fingerprint") != src_fp:
+        raise ArtifactExistsError(f"{out_dir} was built from a different checkpoint", hint=fix)
+    bad = verify_files(out_dir, m)
+    if bad:
+        raise ArtifactExistsError(f"{out_dir} is damaged: {bad[0]} is missing or changed", hint=fix)
+
+
+def quantize_onnx(
+    source: ModelSource,
+    info: CheckpointInfo,
+    cfg: OnnxConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    progress: Progress = no_progress,
+    command: str | None = None,
+) -> list[str]:
+    out_dir = Path(out_dir)
+    model_kind(info.config)  # an architecture the builder cannot take fails before anything is written
+    src_fp = fingerprint(info.path)
+    if out_dir.exists() and not overwrite:
+        _check_existing(out_dir, cfg, src_fp)
+        log.info("%s already holds this ONNX %s artifact, intact: kept", out_dir, cfg.precision)
+        return [cfg.precision]
+    need = onnx_bytes(info.arch, cfg.precision, cfg.block_size or 32)
+    ensure_free_space(out_dir.parent, need, what=f"write {out_dir.name}")
+    stale = partial_path(out_dir)
+    if stale.exists():  # the builder cannot resume: an unfinished earlier run is redone from scratch
+        log.info("removing %s left by an interrupted run", stale)
+        remove_path(stale)
+    with atomic_output(out_dir, overwrite=overwrite) as tmp:
+        tmp.mkdir(parents=True)
+        cache = tmp / ".builder-cache"
+        built = run_builder(info.path, tmp, cfg, info.config, info.arch, cache, progress=progress)
+        remove_path(cache)
+        for name in SOURCE_FILES:  # the architecture, for model cards and readers of the folder
+            if (info.path / name).is_file():
+                shutil.copy2(info.path / name, tmp / name)
+        shared_files = sorted(
+            p.name for p in tmp.iterdir() if p.is_file() and p.name not in VARIANT_FILES and p.name[0] != "."
+        )
+        recipe = {
+            "precision": cfg.precision,
+            "bits": cfg.bits,
+            "block_size": cfg.block_size,
+            "accuracy_level": cfg.accuracy_level,
+            "quantizer": cfg.quantizer,
+            "weights": _describe_weights(cfg, info, built.tied_embedding_shared),
+            "tied_embedding_shared": built.tied_embedding_shared,
+            "exporter": built.exporter,
+            "builder": {
+                "package": "onnxruntime-genai",
+                "version": builder_version(),
+                "execution_provider": built.execution_provider,
+                "extra_options": {k: v for k, v in built.extra_options.items() if not k.startswith("hf_")},
+            },
+            "onnxruntime": _version("onnxruntime"),
+            "graph": graph.describe(tmp),
+        }
+        record_variant(
+            tmp,
+            name=out_dir.name,
+            fmt=FORMAT_NAME,
+            source=source_record(source, info),
+            variant=cfg.precision,
+            files=list(VARIANT_FILES),
+            recipe=recipe,
+            shared_files=shared_files,
+            command=command,
+        )
+    log.info("wrote %s", out_dir)
+    return [cfg.precision]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
