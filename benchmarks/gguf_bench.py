@@ -95,23 +95,14 @@ def _measure(kind: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _tensor_bytes(path: Path) -> dict[str, bytes]:
-    from qwen3_quant.formats.gguf.gguf_io import read_header
-
-    out = {}
-    with open(path, "rb") as fh:
-        for t in read_header(path).tensors:
-            fh.seek(t.offset)
-            out[t.name] = fh.read(t.nbytes)
-    return out
-
-
 def bench_conversion(model_dir: Path, converter: Path, work: Path, repeats: int) -> dict:
+    from qwen3_quant.formats.gguf.gguf_io import read_tensor_data
+
     runs: dict[str, list[dict]] = {"ours": [], "llama.cpp": []}
     for i in range(repeats):  # interleaved, so that load on the machine hits both alike
         runs["ours"].append(_measure("ours", model_dir, work / f"ours-{i}.gguf"))
         runs["llama.cpp"].append(_measure("llama.cpp", converter, model_dir, work / f"llcp-{i}.gguf"))
-    a, b = _tensor_bytes(work / "ours-0.gguf"), _tensor_bytes(work / "llcp-0.gguf")
+    a, b = read_tensor_data(work / "ours-0.gguf"), read_tensor_data(work / "llcp-0.gguf")
     res = {
         k: {
             "wall_s": statistics.median(r["wall"] for r in v),

@@ -33,6 +33,19 @@ class ModelSource:
     def base_model(self) -> str:
         return self.hub_id or self.name
 
+    def manifest_record(self) -> dict[str, str | None]:
+        """What an artifact's manifest says of its source, with the checkpoint's fingerprint."""
+        from .checkpoint import fingerprint
+
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "hub_id": self.hub_id,
+            "revision": self.revision,
+            "path": str(self.path),
+            "fingerprint": fingerprint(self.path),
+        }
+
 
 def _split_revision(spec: str, revision: str | None) -> tuple[str, str | None]:
     if "@" in spec and not Path(spec).exists():

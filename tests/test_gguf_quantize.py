@@ -13,7 +13,7 @@ gguf = pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
 from qwen3_quant.checkpoint import inspect_checkpoint  # noqa: E402
-from qwen3_quant.formats.gguf.gguf_io import read_header  # noqa: E402
+from qwen3_quant.formats.gguf.gguf_io import read_header, read_tensor_data  # noqa: E402
 from qwen3_quant.formats.gguf.imatrix import Imatrix, collect_imatrix  # noqa: E402
 from qwen3_quant.formats.gguf.metadata import describe  # noqa: E402
 from qwen3_quant.formats.gguf.quantizer import imatrix_metadata, quantize_gguf  # noqa: E402
@@ -28,15 +28,6 @@ def _base(model_dir: Path, dest: Path) -> tuple[Path, object]:
     src = resolve_model(str(model_dir))
     info = inspect_checkpoint(src.path)
     return convert(info, describe(src, info), dest, out_type="BF16")[0], info
-
-
-def _data(path: Path) -> dict[str, bytes]:
-    out = {}
-    with open(path, "rb") as fh:
-        for t in read_header(path).tensors:
-            fh.seek(t.offset)
-            out[t.name] = fh.read(t.nbytes)
-    return out
 
 
 def _ones_imatrix(info) -> Imatrix:
@@ -243,12 +234,12 @@ def test_llama_cpp_uses_the_imatrix(micro_dense, dense_imatrix, tmp_path):
     the weights it covers change and their importance-weighted error drops; the others do not change."""
     base, info = _base(micro_dense, tmp_path / "base.gguf")
     im = dense_imatrix
-    b = _data(base)
+    b = read_tensor_data(base)
     for ftype in ("Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS"):
         plain, with_im = tmp_path / f"{ftype}.gguf", tmp_path / f"{ftype}-im.gguf"
         quantize_gguf(base, plain, ftype)
         quantize_gguf(base, with_im, ftype, imatrix=im, metadata=imatrix_metadata(im, "x.imatrix"))
-        p, q = _data(plain), _data(with_im)
+        p, q = read_tensor_data(plain), read_tensor_data(with_im)
         header = {t.name: t for t in read_header(with_im).tensors}
         assert p["token_embd.weight"] == q["token_embd.weight"]  # not in the imatrix
         changed = [n for n in im.entries if p[n] != q[n]]

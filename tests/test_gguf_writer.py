@@ -17,7 +17,7 @@ gguf = pytest.importorskip("gguf")
 
 from qwen3_quant.checkpoint import inspect_checkpoint  # noqa: E402
 from qwen3_quant.errors import CheckpointError  # noqa: E402
-from qwen3_quant.formats.gguf.gguf_io import TensorInfo, read_header, resplit, split_set  # noqa: E402
+from qwen3_quant.formats.gguf.gguf_io import TensorInfo, read_header, read_tensor_data, resplit, split_set  # noqa: E402
 from qwen3_quant.formats.gguf.metadata import describe  # noqa: E402
 from qwen3_quant.formats.gguf.tensors import convert_chunk  # noqa: E402
 from qwen3_quant.formats.gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED  # noqa: E402
@@ -37,16 +37,6 @@ def _fields(path: Path) -> dict:
 
 def _tensors(*paths: Path) -> dict[str, TensorInfo]:
     return {t.name: t for p in paths for t in read_header(p).tensors}
-
-
-def _data(*paths: Path) -> dict[str, bytes]:
-    out = {}
-    for p in paths:
-        with open(p, "rb") as fh:
-            for t in read_header(p).tensors:
-                fh.seek(t.offset)
-                out[t.name] = fh.read(t.nbytes)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +123,7 @@ def test_dense_tensors_tied(micro_bf16, micro_dense):
 
     with safe_open(micro_dense / "model.safetensors", "pt") as st:
         w = st.get_tensor("model.layers.1.mlp.down_proj.weight")
-    got = np.frombuffer(_data(micro_bf16)["blk.1.ffn_down.weight"], np.uint16).reshape(w.shape)
+    got = np.frombuffer(read_tensor_data(micro_bf16)["blk.1.ffn_down.weight"], np.uint16).reshape(w.shape)
     assert np.array_equal(got, w.view(dtype=__import__("torch").int16).numpy().view(np.uint16))
 
 
@@ -185,7 +175,7 @@ def test_fused_expert_layout_gives_the_same_file(moe_bf16, micro_moe, tmp_path):
     fused = _fuse_experts(micro_moe, tmp_path / "Qwen3-Micro-MoE")
     assert inspect_checkpoint(fused).expert_layout == "fused"
     out = _convert(fused, tmp_path / "fused-BF16.gguf")[0]
-    assert _data(moe_bf16) == _data(out)
+    assert read_tensor_data(moe_bf16) == read_tensor_data(out)
 
 
 def test_yarn_rope_scaling(micro_dense, tmp_path):
@@ -221,10 +211,10 @@ def test_splits_and_resplit(micro_bf16, micro_dense, tmp_path):
     assert first["split.count"] == len(files) and first["split.no"] == 0
     assert first["split.tensors.count"] == len(_tensors(micro_bf16))
     assert "tokenizer.ggml.tokens" in first and "tokenizer.ggml.tokens" not in _fields(files[1])
-    whole = _data(micro_bf16)
-    assert _data(*files) == whole
+    whole = read_tensor_data(micro_bf16)
+    assert read_tensor_data(*files) == whole
     again = resplit(micro_bf16, tmp_path / "r" / "m.gguf", 4_000_000)
-    assert len(again) >= 2 and _data(*again) == whole
+    assert len(again) >= 2 and read_tensor_data(*again) == whole
     kv0 = _fields(again[0])
     assert kv0["split.count"] == len(again) and _fields(again[-1])["split.no"] == len(again) - 1
     assert {k: v for k, v in kv0.items() if not k.startswith("split.")} == _fields(micro_bf16)

@@ -45,22 +45,6 @@ def test_same_mix_same_tokens(micro_dense):
     assert other.sha256 != a.sha256  # another seed, other passages
 
 
-def test_default_mix_is_deterministic_and_multisource(micro_dense, shared_data):
-    a = load_mix("default").build(micro_dense, samples=10, seq_len=48)
-    b = load_mix("default").build(micro_dense, samples=10, seq_len=48)
-    assert a.sha256 == b.sha256 and a.texts == b.texts
-    s = a.summary()
-    assert set(s["sources"]) == {
-        "english-prose",
-        "multilingual",
-        "math-chat-thinking",
-        "math-chat-no-thinking",
-        "code",
-    }
-    assert s["tokens"] == a.n_tokens and s["samples"] == 10 and len(s["sha256"]) == 64
-    assert not s["skipped_sources"] and not s["fallback"]
-
-
 def test_thinking_on_and_off_render_differently_through_the_template(micro_dense, qa_file):
     on = chat_mix(qa_file, thinking=True, fields={"user": "{question}", "assistant": "{answer}"}).build(
         micro_dense

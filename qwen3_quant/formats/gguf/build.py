@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ...artifact import load_manifest_or_none, record_variant, verify_files
-from ...checkpoint import CheckpointInfo, fingerprint
+from ...checkpoint import CheckpointInfo
 from ...errors import ArtifactExistsError, UsageError
 from ...io import atomic_write_json, disk_errors, ensure_free_space, remove_path
 from ..base import Progress, no_progress
@@ -43,17 +43,6 @@ from .writer import base_type_for, convert
 
 log = logging.getLogger(__name__)
 WORK = ".work"
-
-
-def source_record(source, info: CheckpointInfo) -> dict[str, Any]:
-    return {
-        "spec": source.spec,
-        "name": source.name,
-        "hub_id": source.hub_id,
-        "revision": source.revision,
-        "path": str(info.path),
-        "fingerprint": fingerprint(info.path),
-    }
 
 
 class GGUFBuild:
@@ -73,7 +62,7 @@ class GGUFBuild:
         self.work = self.out / WORK
         self.overwrite, self.progress, self.command = overwrite, progress, command
         self.stem = str(source.name)
-        self.src = source_record(source, info)
+        self.src = source.manifest_record()
         self.base_type = base_type_for(info)
         self.desc = describe(source, info)
         self._calib = None

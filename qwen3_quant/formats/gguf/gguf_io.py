@@ -210,6 +210,17 @@ def read_header(path: Path, *, arrays: bool = False) -> GGUFHeader:
     return GGUFHeader(path, kv, raw, tensors, data_offset, align)
 
 
+def read_tensor_data(*paths: Path) -> dict[str, bytes]:
+    """Every tensor's raw bytes by name, over one file or the shards of a split (tests, benchmarks)."""
+    out = {}
+    for p in paths:
+        with open(p, "rb") as fh:
+            for t in read_header(p).tensors:
+                fh.seek(t.offset)
+                out[t.name] = fh.read(t.nbytes)
+    return out
+
+
 # --- re-splitting --------------------------------------------------------------------------------
 
 

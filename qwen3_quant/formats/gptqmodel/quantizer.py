@@ -40,17 +40,6 @@ class QuantizerFailedError(Qwen3QuantError):
     """GPTQModel stopped with an error."""
 
 
-def source_record(src: ModelSource) -> dict[str, Any]:
-    return {
-        "spec": src.spec,
-        "name": src.name,
-        "hub_id": src.hub_id,
-        "revision": src.revision,
-        "path": str(src.path),
-        "fingerprint": fingerprint(src.path),
-    }
-
-
 def calibration(cfg: GPTQModelConfig, model_dir: Path) -> CalibSet | None:
     if cfg.method == "rtn":
         return None
@@ -253,7 +242,7 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progr
             tmp,
             name=dest.name,
             fmt=fmt,
-            source=source_record(source),
+            source=source.manifest_record(),
             variant=variant,
             files=files,
             recipe=recipe,

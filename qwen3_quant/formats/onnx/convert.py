@@ -8,7 +8,7 @@ import logging
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...artifact import load_manifest_or_none, record_variant, verify_files
 from ...checkpoint import fingerprint
@@ -31,17 +31,6 @@ VARIANT_FILES = (graph.MODEL_FILE, graph.DATA_FILE)
 SOURCE_FILES = ("config.json", "generation_config.json")
 # the recipe keys that make two builds of one precision different artifacts
 RECIPE_KEYS = ("precision", "block_size", "accuracy_level", "quantizer")
-
-
-def source_record(source: ModelSource, info: CheckpointInfo) -> dict[str, Any]:
-    return {
-        "spec": source.spec,
-        "name": source.name,
-        "hub_id": source.hub_id,
-        "revision": source.revision,
-        "path": str(info.path),
-        "fingerprint": fingerprint(info.path),
-    }
 
 
 def _describe_weights(cfg: OnnxConfig, info: CheckpointInfo, shared: bool) -> dict[str, str]:
@@ -139,7 +128,7 @@ def quantize_onnx(
             tmp,
             name=out_dir.name,
             fmt=FORMAT_NAME,
-            source=source_record(source, info),
+            source=source.manifest_record(),
             variant=cfg.precision,
             files=list(VARIANT_FILES),
             recipe=recipe,
