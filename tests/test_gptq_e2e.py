@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qwen3_quant.artifact import load_manifest, verify_files
@@ -249,3 +250,18 @@ def test_micro_models_pass_the_default_gates(env, micro_dense, micro_moe, model,
     assert res.passed, (v.ppl_increase_pct, v.kld_mean, v.top1_agreement)
     assert m["variants"][f"W{bits}g128"]["recipe"]["calibration"]["samples"] == 16
     check_standard_checkpoint(res.artifact_dir, src, fmt, bits)
+
+
+def test_the_expert_fix_does_not_leak_into_later_loads(moe_gptq8, tiny_model):
+    """After a GPTQ MoE reload, the same process still loads unquantised Qwen3-MoE with fused experts
+    (the ONNX builder and the GGUF importance matrix read them)."""
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_quant.formats.gptqmodel.runner import GPTQModelRunner
+
+    res, _ = moe_gptq8
+    with GPTQModelRunner(str(res.artifact_dir), ctx=64) as r:
+        assert np.isfinite(r.logits([1, 2, 3, 4])).all()  # loaded and runs
+    model = AutoModelForCausalLM.from_pretrained(tiny_model("Qwen3-30B-A3B"))
+    experts = model.model.layers[0].mlp.experts
+    assert getattr(experts, "gate_up_proj", None) is not None and experts.gate_up_proj.dim() == 3

@@ -10,6 +10,7 @@ weight, so a load without the fix is reported, not scored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,28 @@ from ...eval.transformers_runner import TransformersRunner
 from .libenv import import_gptqmodel, quiet
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def defused_qwen3_moe():
+    """Load Qwen3-MoE with per-expert modules inside the block only.
+
+    ``defuser`` swaps transformers' sparse-MoE class for the whole process; later fused loads in
+    the same process (the reference model, the ONNX builder, the GGUF importance matrix) must get
+    transformers' own class back.
+    """
+    from transformers.models.qwen3_moe import modeling_qwen3_moe as mod
+
+    from ...errors import require
+
+    defuser = require("defuser", "gptq")
+    original = mod.Qwen3MoeSparseMoeBlock
+    try:
+        with quiet():
+            defuser.replace_fused_blocks("qwen3_moe")
+        yield
+    finally:
+        mod.Qwen3MoeSparseMoeBlock = original
 
 
 class GPTQModelRunner(TransformersRunner):
@@ -36,13 +59,8 @@ class GPTQModelRunner(TransformersRunner):
                 hint="evaluate it with the transformers runtime",
             )
         import_gptqmodel()
-        if self.defuse_moe and (cfg.get("text_config") or cfg).get("model_type") == "qwen3_moe":
-            from ...errors import require
-
-            defuser = require("defuser", "gptq")
-            with quiet():
-                defuser.replace_fused_blocks("qwen3_moe")
-        with quiet():
+        moe = (cfg.get("text_config") or cfg).get("model_type") == "qwen3_moe"
+        with defused_qwen3_moe() if self.defuse_moe and moe else contextlib.nullcontext(), quiet():
             model = super()._load()
         # GPTQModel torch.compiles every quantised layer's dequantisation; on MoE models torch hits
         # its recompile limit, warns at length and runs the rest eagerly. Keep that out of the output
