@@ -83,6 +83,10 @@ def test_cells_and_errors(tmp_path):
     assert len(ids) == 10
     gptq = select(spec.cells(), ["Qwen3-Micro/gptq/4"])[0]
     assert gptq.option_dict() == {"bits": 4, "calib": "builtin", "calib_samples": 8}
+    # the build's calibration goes only to the cells that calibrate
+    by_id = {c.id: c.option_dict() for c in spec.cells()}
+    assert by_id["Qwen3-Micro/gguf/Q4_K_M"]["calib"] == "builtin"
+    assert "calib" not in by_id["Qwen3-Micro/gguf/Q8_0"] and "calib" not in by_id["Qwen3-Micro/onnx/int4"]
     with pytest.raises(UsageError, match="no cell Qwen3-Micro/gguf/Q2_K"):
         select(spec.cells(), ["Qwen3-Micro/gguf/Q2_K"])
     with pytest.raises(UsageError, match="unknown format 'exl2'"):

@@ -102,23 +102,27 @@ class BuildSpec:
                 values = f.get(axis)
                 values = values if isinstance(values, list) else [values]
                 rest = {k: v for k, v in f.items() if k not in ("name", axis)}
-                if fmt in ("gguf", "gptq", "awq") and "calib" not in rest and self.calib.get("mix"):
-                    rest["calib"] = self.calib["mix"]
-                if (
-                    fmt in ("gguf", "gptq", "awq")
-                    and "calib_samples" not in rest
-                    and self.calib.get("samples")
-                ):
-                    rest["calib_samples"] = self.calib["samples"]
                 for v in values:
                     opts = dict(rest)
                     if v is not None:
                         opts[opt] = [v] if opt == "types" else v
+                    self._add_calibration(fmt, opts)
                     frozen = tuple(
                         sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in opts.items())
                     )
                     out.append(Cell(model, fmt, str(v) if v is not None else "default", frozen))
         return out
+
+    def _add_calibration(self, fmt: str, opts: dict[str, Any]) -> None:
+        """The build's ``[calib]`` goes to the cells that calibrate (not to GGUF Q8_0, ONNX, RTN)."""
+        from ..formats import get_format
+
+        f = get_format(fmt)
+        if not f.calibrates(f.parse_options({k: v for k, v in opts.items() if v is not None})):
+            return
+        opts.setdefault("calib", self.calib.get("mix") or "default")  # named: it enters the inputs hash
+        if self.calib.get("samples"):
+            opts.setdefault("calib_samples", self.calib["samples"])
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]

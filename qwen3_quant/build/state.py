@@ -60,8 +60,8 @@ def inputs_hash(spec: BuildSpec, cell: Cell) -> str:
 
     calib_id = None
     opts = cell.option_dict()
-    if cell.format in ("gguf", "gptq", "awq"):
-        mix = load_mix(opts.get("calib") or "default")
+    if "calib" in opts:
+        mix = load_mix(opts["calib"])
         calib_id = hashlib.sha256(Path(mix.origin).read_bytes()).hexdigest()[:16] if mix.origin else mix.name
     body = {
         "cell": cell.id,

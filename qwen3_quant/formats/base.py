@@ -65,6 +65,11 @@ class QuantFormat(ABC):
         :class:`~qwen3_quant.errors.UsageError` naming the option and what applies instead."""
         raise NotImplementedError(f"{self.name}: quantisation is not implemented yet")
 
+    def calibrates(self, config: Any) -> bool:
+        """Whether a run with ``config`` reads calibration data (a build gives its ``[calib]`` to
+        these cells only)."""
+        return False
+
     def artifact_name(self, model_name: str, config: Any) -> str:
         """The artifact folder / Hub repo name, e.g. ``Qwen3-8B-GGUF``, ``Qwen3-8B-GPTQ-Int4``."""
         raise NotImplementedError

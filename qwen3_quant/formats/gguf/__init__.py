@@ -41,6 +41,9 @@ class GGUFFormat(QuantFormat):
     def available(self) -> bool:
         return find_spec("gguf") is not None and find_spec("llama_cpp") is not None
 
+    def calibrates(self, config: GGUFConfig) -> bool:
+        return config.needs_imatrix
+
     def parse_options(self, options: dict[str, Any]) -> GGUFConfig:
         return parse_options(options)
 

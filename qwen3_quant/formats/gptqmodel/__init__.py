@@ -73,6 +73,9 @@ class _GPTQModelFormat(QuantFormat):
 
         return libraries_present(self.name)
 
+    def calibrates(self, config: GPTQModelConfig) -> bool:
+        return config.method != "rtn"
+
     def parse_options(self, options: dict[str, Any]) -> GPTQModelConfig:
         return parse_options(self.name, options)
 
