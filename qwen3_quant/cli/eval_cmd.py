@@ -59,7 +59,7 @@ def load_dataset_text(name: str) -> Path:
     "gate_opts",
     multiple=True,
     metavar="NAME=VALUE",
-    help="Gate override: ppl=<max %% increase>, kld=<max mean>, top1=<min agreement>, or off.",
+    help="Gate override: ppl=<max % increase>, kld=<max mean>, top1=<min agreement>, or off.",
 )
 @click.option(
     "--isolate/--no-isolate",
