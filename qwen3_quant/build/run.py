@@ -63,11 +63,8 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
         arch = _arch_of(cell.model)
         fmt = get_format(cell.format)
         if arch is not None:
-            variant = {
-                "gptq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
-                "awq": f"W{cell.variant}g{cell.option_dict().get('group_size', 128)}",
-            }.get(cell.format, cell.variant)
             try:
+                variant = fmt.variants(fmt.parse_options(cell.option_dict()))[0]
                 est = fmt.estimate(arch, variant)
                 row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
             except Qwen3QuantError as exc:

@@ -44,16 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingFileError, UsageError
-from ..formats import FORMATS
+from ..formats import FORMATS, get_format
 
 DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "assets" / "build" / "default.toml"
-# per format: the option whose list values make separate cells, and the option name quantize() takes
-_CELL_AXIS = {
-    "gguf": ("types", "types"),
-    "gptq": ("bits", "bits"),
-    "awq": ("bits", "bits"),
-    "onnx": ("precision", "precision"),
-}
 
 
 @dataclass(frozen=True)
@@ -98,14 +91,14 @@ class BuildSpec:
         for model in self.models:
             for f in self.formats:
                 fmt = f["name"]
-                axis, opt = _CELL_AXIS[fmt]
+                axis = get_format(fmt).cell_axis
                 values = f.get(axis)
                 values = values if isinstance(values, list) else [values]
                 rest = {k: v for k, v in f.items() if k not in ("name", axis)}
                 for v in values:
                     opts = dict(rest)
                     if v is not None:
-                        opts[opt] = [v] if opt == "types" else v
+                        opts[axis] = v
                     self._add_calibration(fmt, opts)
                     frozen = tuple(
                         sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in opts.items())

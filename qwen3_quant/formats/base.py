@@ -43,6 +43,7 @@ class QuantFormat(ABC):
     extra: ClassVar[str]  # the pip extra that brings its libraries
     runtime: ClassVar[str]  # the runtime that serves and validates it
     table_types: ClassVar[Sequence[str]]  # variants `qwen3-quant models` shows
+    cell_axis: ClassVar[str]  # the option whose list of values a build file splits into cells
 
     @abstractmethod
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:

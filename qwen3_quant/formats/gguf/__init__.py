@@ -17,6 +17,7 @@ CALIB_TOKENS = 128 * 512  # the default mix: 128 samples of up to 512 tokens
 class GGUFFormat(QuantFormat):
     name = "gguf"
     extra = "gguf"
+    cell_axis = "types"
     runtime = "llama.cpp"
     table_types = TABLE_TYPES
     implemented = True

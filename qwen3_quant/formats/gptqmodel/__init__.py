@@ -60,6 +60,7 @@ def weight_only_bytes(arch: ArchShape, bits: int, group: int, *, g_idx: bool) ->
 
 class _GPTQModelFormat(QuantFormat):
     extra = "gptq"
+    cell_axis = "bits"
     runtime = "transformers+gptqmodel"
     table_types = ("W4g128", "W8g128")
     g_idx = False

@@ -26,6 +26,7 @@ _MODULES = ("onnx", "onnxruntime", "onnxruntime_genai", "onnx_ir")
 class ONNXFormat(QuantFormat):
     name = "onnx"
     extra = "onnx"
+    cell_axis = "precision"
     runtime = "onnxruntime"
     table_types = ("int4", "int8")
     implemented = True
