@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 # Rough throughput of each format's quantise + validate on one 2-core CPU, in seconds per billion
 # parameters, from the micro-model builds; only for ordering and the plan's time column.
-SECONDS_PER_BILLION = {"gguf": 90.0, "gptq": 2400.0, "awq": 3000.0, "onnx": 600.0}
-MIN_SECONDS = {"gguf": 20.0, "gptq": 60.0, "awq": 60.0, "onnx": 60.0}
 
 
 @dataclass
@@ -71,9 +69,7 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 row.status, row.reason = "skip", exc.one_line()
             from ..catalog.architecture import param_counts
 
-            row.seconds = max(
-                MIN_SECONDS[cell.format], param_counts(arch).total / 1e9 * SECONDS_PER_BILLION[cell.format]
-            )
+            row.seconds = max(fmt.min_seconds, param_counts(arch).total / 1e9 * fmt.seconds_per_billion)
         if row.status != "skip":
             if cell_is_current(entry, inputs):
                 row.status = "done"

@@ -18,6 +18,7 @@ class GGUFFormat(QuantFormat):
     name = "gguf"
     extra = "gguf"
     cell_axis = "types"
+    seconds_per_billion, min_seconds = 90.0, 20.0
     runtime = "llama.cpp"
     table_types = TABLE_TYPES
     implemented = True

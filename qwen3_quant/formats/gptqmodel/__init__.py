@@ -125,11 +125,13 @@ class _GPTQModelFormat(QuantFormat):
 class GPTQFormat(_GPTQModelFormat):
     name = "gptq"
     g_idx = True
+    seconds_per_billion = 2400.0
 
 
 class AWQFormat(_GPTQModelFormat):
     name = "awq"
     table_types = ("W4g128",)
+    seconds_per_billion = 3000.0
 
 
 GPTQ_FORMAT = GPTQFormat()
