@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from qwen3_quant.errors import UsageError
+from qwen3_quant.formats import get_format
 from qwen3_quant.publish.naming import (
     GGUFName,
     gguf_file_name,
@@ -14,36 +15,35 @@ from qwen3_quant.publish.naming import (
     model_short_name,
     parse_gguf_file_name,
     parse_target,
-    repo_name,
     validate_repo_id,
 )
 from qwen3_quant.publish.scrub import scrub, shorten_home
 
 
 @pytest.mark.parametrize(
-    ("args", "kwargs", "expected"),
+    ("model", "fmt", "options", "expected"),
     [
-        (("Qwen3-8B", "gguf"), {}, "Qwen3-8B-GGUF"),
-        (("Qwen/Qwen3-8B", "GGUF"), {}, "Qwen3-8B-GGUF"),
-        (("Qwen3-8B", "awq"), {}, "Qwen3-8B-AWQ"),
-        (("Qwen3-8B", "awq"), {"bits": 4, "group_size": 128}, "Qwen3-8B-AWQ"),
-        (("Qwen3-8B", "awq"), {"bits": 8}, "Qwen3-8B-AWQ-Int8"),
-        (("Qwen3-8B", "gptq"), {"bits": 4}, "Qwen3-8B-GPTQ-Int4"),
-        (("Qwen3-8B", "gptq"), {"bits": 8}, "Qwen3-8B-GPTQ-Int8"),
-        (("Qwen3-30B-A3B", "gptq"), {"bits": 4, "group_size": 32}, "Qwen3-30B-A3B-GPTQ-Int4-g32"),
-        (("Qwen3-8B", "onnx"), {"precision": "int4"}, "Qwen3-8B-ONNX-int4"),
-        (("Qwen3-8B", "onnx"), {"precision": "FP16"}, "Qwen3-8B-ONNX-fp16"),
+        ("Qwen3-8B", "gguf", {"types": "Q4_K_M,Q8_0"}, "Qwen3-8B-GGUF"),
+        ("Qwen3-8B", "awq", {}, "Qwen3-8B-AWQ"),
+        ("Qwen3-8B", "awq", {"bits": 4, "group_size": 128}, "Qwen3-8B-AWQ"),
+        ("Qwen3-8B", "gptq", {"bits": 4}, "Qwen3-8B-GPTQ-Int4"),
+        ("Qwen3-8B", "gptq", {"bits": 8}, "Qwen3-8B-GPTQ-Int8"),
+        ("Qwen3-30B-A3B", "gptq", {"bits": 4, "group_size": 32}, "Qwen3-30B-A3B-GPTQ-Int4-g32"),
+        ("Qwen3-8B", "onnx", {"precision": "int4"}, "Qwen3-8B-ONNX-int4"),
+        ("Qwen3-8B", "onnx", {"precision": "fp16"}, "Qwen3-8B-ONNX-fp16"),
     ],
 )
-def test_repo_names_follow_the_conventions(args, kwargs, expected):
-    assert repo_name(*args, **kwargs) == expected
+def test_artifact_names_follow_the_conventions_users_search_for(model, fmt, options, expected):
+    """Publishing keeps the artifact's name, so the formats' names are the published names."""
+    f = get_format(fmt)
+    assert f.artifact_name(model_short_name(model), f.parse_options(options)) == expected
 
 
-def test_repo_name_refuses_unknown_formats_and_precisions():
-    with pytest.raises(UsageError, match="naming convention"):
-        repo_name("Qwen3-8B", "exl2")
-    with pytest.raises(UsageError, match="precision"):
-        repo_name("Qwen3-8B", "onnx", precision="int3")
+def test_unknown_formats_and_precisions_are_refused():
+    with pytest.raises(UsageError, match="unknown format 'exl2'"):
+        get_format("exl2")
+    with pytest.raises(UsageError, match="int3"):
+        get_format("onnx").parse_options({"precision": "int3"})
 
 
 def test_gguf_file_names_and_llama_cpp_splits_round_trip():

@@ -44,6 +44,9 @@ class QuantFormat(ABC):
     runtime: ClassVar[str]  # the runtime that serves and validates it
     table_types: ClassVar[Sequence[str]]  # variants `qwen3-quant models` shows
     cell_axis: ClassVar[str]  # the option whose list of values a build file splits into cells
+    # the model card: what an artifact is, and the Hub's library_name for it
+    card_description: ClassVar[str]
+    hub_library: ClassVar[str] = "transformers"
     # the build plan's time estimate for one variant on a CPU: seconds per billion parameters, floor
     seconds_per_billion: ClassVar[float] = 600.0
     min_seconds: ClassVar[float] = 60.0

@@ -16,16 +16,17 @@ from .usage import UsageContext, usage_section
 
 log = logging.getLogger(__name__)
 
-FORMAT_INFO = {  # format -> (what it is, library_name, runtime that validates it)
-    "gguf": ("GGUF files for llama.cpp", "gguf", "llama.cpp"),
-    "gptq": (
-        "GPTQ weight-only quantised safetensors (GPTQModel)",
-        "transformers",
-        "transformers + GPTQModel",
-    ),
-    "awq": ("AWQ weight-only quantised safetensors (GPTQModel)", "transformers", "transformers + GPTQModel"),
-    "onnx": ("ONNX model for onnxruntime-genai", "onnxruntime-genai", "onnxruntime"),
-}
+
+def format_info(fmt: str) -> tuple[str, str, str]:
+    """What an artifact of ``fmt`` is, its Hub library_name, and the runtime that validates it."""
+    from ..formats import FORMATS, get_format
+
+    if fmt not in FORMATS:
+        return "safetensors checkpoint for transformers", "transformers", "transformers"
+    f = get_format(fmt)
+    return f.card_description, f.hub_library, f.runtime.replace("+", " + ")
+
+
 _RECIPE_LABELS = {
     "type": "Type",
     "bits": "Bits",
@@ -123,7 +124,7 @@ def front_matter(ctx: CardContext, lic: dict[str, str] | None = None) -> dict[st
         {
             **(lic or license_info(b.manifest)),
             "pipeline_tag": "text-generation",
-            "library_name": FORMAT_INFO.get(fmt, (None, "transformers", None))[1],
+            "library_name": format_info(fmt)[1],
             "tags": tags,
         }
     )
@@ -303,7 +304,7 @@ def render_card(ctx: CardContext) -> str:
     m = b.manifest
     fmt = m["format"]
     lic = license_info(m)
-    what, _, runtime = FORMAT_INFO.get(fmt, ("safetensors checkpoint for transformers", None, "transformers"))
+    what, _, runtime = format_info(fmt)
     base = base_model_of(m)
     base_link = f"[{base}](https://huggingface.co/{base})" if "/" in base else f"`{base}`"
     variants = ", ".join(f"`{v}`" for v in b.variants)

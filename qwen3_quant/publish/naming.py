@@ -1,9 +1,9 @@
-"""Names users search for: repos ``Qwen3-8B-GGUF``, ``Qwen3-8B-AWQ``, ``Qwen3-8B-GPTQ-Int4``,
-``Qwen3-8B-ONNX-int4``; GGUF files ``Qwen3-8B-Q4_K_M.gguf`` and llama.cpp splits
-``Qwen3-8B-Q4_K_M-00001-of-00003.gguf``; publish targets ``hf://ORG/NAME`` or a folder.
+"""Names on the publishing side: GGUF files ``Qwen3-8B-Q4_K_M.gguf`` and llama.cpp splits
+``Qwen3-8B-Q4_K_M-00001-of-00003.gguf`` read back for the model card; Hub repo ids; publish targets
+``hf://ORG/NAME`` or a folder. Artifact (and so repo) names come from each format's
+``artifact_name`` (``Qwen3-8B-GGUF``, ``Qwen3-8B-AWQ``, ``Qwen3-8B-GPTQ-Int4``, ``Qwen3-8B-ONNX-int4``).
 
-Pure string functions: the formats and the build name their output with these, publishing reads
-them back.
+Pure string functions.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 from ..errors import UsageError
 
 HF_SCHEME = "hf://"
-DEFAULT_GROUP_SIZE = 128
-ONNX_PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 _REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _GGUF_TYPE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -34,41 +32,6 @@ def gguf_type(name: str) -> str:
     if not _GGUF_TYPE.match(t):
         raise UsageError(f"bad GGUF type '{name}'", hint="write it as llama.cpp does, e.g. Q4_K_M")
     return t
-
-
-def repo_name(
-    model_name: str,
-    fmt: str,
-    *,
-    bits: int | None = None,
-    group_size: int | None = None,
-    precision: str | None = None,
-) -> str:
-    """The artifact folder / Hub repo name for a model in a format.
-
-    ``("Qwen3-8B", "gguf")`` -> ``Qwen3-8B-GGUF``; ``("Qwen3-8B", "awq")`` -> ``Qwen3-8B-AWQ``
-    (4 bits; ``-AWQ-Int8`` otherwise); ``("Qwen3-8B", "gptq", bits=4)`` -> ``Qwen3-8B-GPTQ-Int4``;
-    ``("Qwen3-8B", "onnx", precision="int4")`` -> ``Qwen3-8B-ONNX-int4``. A group size other than
-    128 is appended (``-g32``) so that two recipes never share a name.
-    """
-    model = model_short_name(model_name)
-    f = fmt.strip().lower()
-    if f == "gguf":
-        return f"{model}-GGUF"
-    if f in ("gptq", "awq"):
-        b = 4 if bits is None else int(bits)
-        name = f"{model}-GPTQ-Int{b}" if f == "gptq" else f"{model}-AWQ" + ("" if b == 4 else f"-Int{b}")
-        if group_size not in (None, DEFAULT_GROUP_SIZE):
-            name += f"-g{group_size}"
-        return name
-    if f == "onnx":
-        p = (precision or "").strip().lower()
-        if p not in ONNX_PRECISIONS:
-            raise UsageError(
-                f"bad ONNX precision '{precision}'", hint="use one of " + ", ".join(ONNX_PRECISIONS)
-            )
-        return f"{model}-ONNX-{p}"
-    raise UsageError(f"no naming convention for format '{fmt}'", hint="use gguf, gptq, awq or onnx")
 
 
 def gguf_file_name(

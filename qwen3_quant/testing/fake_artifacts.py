@@ -13,7 +13,8 @@ from typing import Any
 from ..artifact import record_validation, record_variant
 from ..eval.evaluate import EvalResult
 from ..eval.gates import check_gates, default_gates
-from ..publish.naming import gguf_file_name, repo_name
+from ..formats import FORMATS, get_format
+from ..publish.naming import gguf_file_name
 
 
 def gate_metrics(bits: int, passing: bool) -> dict[str, float]:
@@ -95,11 +96,12 @@ def make_artifact(
         variants = {"Q4_K_M": 4, "Q8_0": 8} if fmt == "gguf" else {"W4g128" if fmt != "onnx" else "int4": 4}
     validation = validation or {}
     bits0 = next(iter(variants.values()))
-    name = (
-        repo_name(model, fmt, bits=bits0, precision="int4" if fmt == "onnx" else None)
-        if fmt in ("gguf", "gptq", "awq", "onnx")
-        else f"{model}-{fmt.upper()}"
-    )
+    if fmt in FORMATS:  # the name the format itself gives its artifacts
+        f = get_format(fmt)
+        axis_value = bits0 if f.cell_axis == "bits" else next(iter(variants))
+        name = f.artifact_name(model, f.parse_options({f.cell_axis: axis_value}))
+    else:
+        name = f"{model}-{fmt.upper()}"
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     source = {

@@ -18,6 +18,7 @@ class GGUFFormat(QuantFormat):
     name = "gguf"
     extra = "gguf"
     cell_axis = "types"
+    card_description, hub_library = "GGUF files for llama.cpp", "gguf"
     seconds_per_billion, min_seconds = 90.0, 20.0
     runtime = "llama.cpp"
     table_types = TABLE_TYPES

@@ -125,12 +125,14 @@ class _GPTQModelFormat(QuantFormat):
 class GPTQFormat(_GPTQModelFormat):
     name = "gptq"
     g_idx = True
+    card_description = "GPTQ weight-only quantised safetensors (GPTQModel)"
     seconds_per_billion = 2400.0
 
 
 class AWQFormat(_GPTQModelFormat):
     name = "awq"
     table_types = ("W4g128",)
+    card_description = "AWQ weight-only quantised safetensors (GPTQModel)"
     seconds_per_billion = 3000.0
 
 

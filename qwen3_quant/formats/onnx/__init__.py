@@ -27,6 +27,7 @@ class ONNXFormat(QuantFormat):
     name = "onnx"
     extra = "onnx"
     cell_axis = "precision"
+    card_description, hub_library = "ONNX model for onnxruntime-genai", "onnxruntime-genai"
     runtime = "onnxruntime"
     table_types = ("int4", "int8")
     implemented = True
