@@ -156,13 +156,6 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def dir_size(path: Path) -> int:
-    p = Path(path)
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
 @contextlib.contextmanager
 def file_lock(lock_file: Path) -> Iterator[None]:
     """An exclusive advisory lock held across processes while the block runs."""

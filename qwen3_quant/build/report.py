@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -191,7 +190,3 @@ def write_plots(out_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
         plt.close(fig)
         paths.append(p)
     return paths
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

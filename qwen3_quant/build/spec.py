@@ -36,8 +36,6 @@ Each cell is one (model, format, variant): ``Qwen3-Micro/gguf/Q4_K_M``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +74,6 @@ class BuildSpec:
     gates: dict[str, float | None] = field(default_factory=dict)
     publish: dict[str, Any] = field(default_factory=dict)
     source: str = ""
-    raw: dict[str, Any] = field(default_factory=dict)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -116,9 +113,6 @@ class BuildSpec:
         opts.setdefault("calib", self.calib.get("mix") or "default")  # named: it enters the inputs hash
         if self.calib.get("samples"):
             opts.setdefault("calib_samples", self.calib["samples"])
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_build(path: str | Path | None = None, *, out: str | Path | None = None) -> BuildSpec:
@@ -165,7 +159,6 @@ def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | Non
         gates=gates,
         publish=dict(data.get("publish") or {}),
         source=source,
-        raw=data,
     )
 
 

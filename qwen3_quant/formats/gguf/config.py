@@ -71,10 +71,6 @@ class GGUFConfig:
     def needs_imatrix(self) -> bool:
         return any(self.uses_imatrix(t) for t in self.types)
 
-    @property
-    def quantised_types(self) -> tuple[str, ...]:
-        return tuple(t for t in self.types if t not in UNQUANTISED)
-
 
 def parse_options(options: dict[str, Any]) -> GGUFConfig:
     """Validate the options the user gave (and only those) into a :class:`GGUFConfig`."""

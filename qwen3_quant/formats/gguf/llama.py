@@ -1,5 +1,5 @@
 """Access to llama.cpp through llama-cpp-python's ctypes bindings: one-time backend set-up and the
-library's log routed to Python logging (and kept, so that a failure can say why).
+library's log routed to Python logging (and captured while a call runs, so that a failure can say why).
 """
 
 from __future__ import annotations
@@ -8,14 +8,12 @@ import contextlib
 import ctypes
 import logging
 import threading
-from collections import deque
 from collections.abc import Iterator
 
 log = logging.getLogger("qwen3_quant.llama_cpp")
 
 _state: dict = {}
 _lock = threading.Lock()
-_recent: deque[str] = deque(maxlen=400)
 _partial: list[str] = []
 _captures: list[list[str]] = []
 
@@ -27,7 +25,6 @@ def _on_log(level: int, text: bytes, _user) -> None:
         return
     line = "".join(_partial).rstrip("\n")
     _partial.clear()
-    _recent.append(line)
     for c in _captures:
         c.append(line)
     log.debug("%s", line)

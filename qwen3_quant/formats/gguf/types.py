@@ -264,9 +264,3 @@ def estimate_file_size(a: ArchShape, ftype: str, *, has_imatrix: bool = False) -
     plan = plan_tensors(a, ftype, has_imatrix=has_imatrix)
     data = sum(-(-p.nbytes // 32) * 32 for p in plan)  # tensors are 32-byte aligned
     return data + metadata_bytes(a, len(plan))
-
-
-def effective_bits_per_weight(a: ArchShape, ftype: str) -> float:
-    plan = plan_tensors(a, ftype)
-    numel = sum(math.prod(p.shape) for p in plan)
-    return 8 * sum(p.nbytes for p in plan) / numel

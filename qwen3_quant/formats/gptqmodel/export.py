@@ -41,7 +41,6 @@ FROM_SOURCE = (
 )
 DROPPED = ("quant_log.csv",)  # summarised in the manifest instead
 FP16_MAX = 65504.0
-FLOAT_DTYPES = ("BF16", "F32", "F64", "F16")
 
 
 class ArtifactLayoutError(Qwen3QuantError):

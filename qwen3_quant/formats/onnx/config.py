@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
@@ -61,9 +61,6 @@ class OnnxConfig:
     @property
     def is_int(self) -> bool:
         return self.precision in ("int4", "int8")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def flag(option: str) -> str:

@@ -75,10 +75,6 @@ class Qwen3MoeBuilderModel(Qwen3Model):
         self.layernorm_attrs["skip_input"] = f"{name}/output_0"
 
 
-def router_node_names(sparse_layers: list[int]) -> list[str]:
-    return [f"/model/layers.{i}/moe/router/MatMul" for i in sparse_layers]
-
-
 def create_qwen3_moe(src: Path, out: Path, precision: str, ep: str, cache_dir: Path, options: dict) -> None:
     """What the builder's ``create_model`` does for the models it knows, for Qwen3-MoE."""
     options = dict(options)
