@@ -14,10 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell", required=True)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(2, os.cpu_count() or 1)))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # GPTQModel's pool: libenv.prepare_env
     logging.basicConfig(level=logging.WARNING, format=f"[{args.cell}] %(levelname)s %(message)s")
-    for noisy in ("torchao", "torch.utils._pytree", "gptqmodel", "defuser", "tokenicer", "logbar"):
+    from ..formats.gptqmodel.libenv import NOISY_LOGGERS
+
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from .run import run_cell
     from .spec import load_build, select

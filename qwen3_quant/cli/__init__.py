@@ -86,17 +86,9 @@ def setup_logging(verbosity: int) -> None:
         handlers=[RichHandler(console=err_console(), show_path=verbosity > 1, show_time=verbosity > 1)],
         force=True,
     )
-    # libraries that talk at import time on a CPU machine (torchao's missing CUDA kernels)
-    for noisy in (
-        "torchao",
-        "torch.utils._pytree",
-        "gptqmodel",
-        "defuser",
-        "tokenicer",
-        "logbar",
-        "accelerate",
-        "httpx",
-    ):
+    from ..formats.gptqmodel.libenv import NOISY_LOGGERS
+
+    for noisy in (*NOISY_LOGGERS, "accelerate", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR if verbosity < 2 else logging.DEBUG)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if verbosity == 0 else "warning")

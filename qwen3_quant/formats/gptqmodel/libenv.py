@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 # imported by transformers' GPTQ / AWQ integrations; both come with the `gptq` extra
 LIBRARIES = {"gptq": ("gptqmodel", "optimum", "defuser"), "awq": ("gptqmodel", "defuser")}
-_NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "gptqmodel", "defuser", "tokenicer", "logbar")
+# libraries that talk at import time on a CPU machine (torchao's missing CUDA kernels, banners)
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "gptqmodel", "defuser", "tokenicer", "logbar")
 
 
 def libraries_present(fmt: str) -> bool:
@@ -33,8 +34,8 @@ def prepare_env() -> None:
 def quiet() -> Iterator[None]:
     """Capture what GPTQModel, torchao and defuser print (banner, "Failed to load ..." lines, progress
     bars) and pass it to this module's debug log instead of the terminal."""
-    levels = {n: logging.getLogger(n).level for n in _NOISY_LOGGERS}
-    for n in _NOISY_LOGGERS:
+    levels = {n: logging.getLogger(n).level for n in NOISY_LOGGERS}
+    for n in NOISY_LOGGERS:
         logging.getLogger(n).setLevel(logging.ERROR)
     buf = io.StringIO()
     try:
