@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ...artifact import load_manifest_or_none, record_variant, verify_files
 from ...calib import CalibSet, load_mix
-from ...checkpoint import fingerprint
 from ...errors import ArtifactExistsError, Qwen3QuantError, UsageError
 from ...io import atomic_output, make_readable, remove_path
 from ..base import Progress, no_progress
@@ -153,8 +152,8 @@ def quantize_artifact(
     progress("building calibration set", 0, 1)
     cs = calibration(cfg, source.path)
     progress("building calibration set", 1, 1)
-    src_fp = fingerprint(source.path)
-    key = recipe_key(cfg, src_fp, cs.sha256 if cs else None, arch.is_moe)
+    src = source.manifest_record()  # fingerprinted once: the key and the manifest agree
+    key = recipe_key(cfg, src["fingerprint"], cs.sha256 if cs else None, arch.is_moe)
     variant = cfg.variant
     if existing_artifact(dest, variant, key, overwrite):
         return [variant]
@@ -181,6 +180,7 @@ def quantize_artifact(
             dest,
             work,
             fmt=fmt,
+            src=src,
             overwrite=overwrite,
             progress=progress,
             command=command,
@@ -194,7 +194,7 @@ def quantize_artifact(
     return [variant]
 
 
-def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progress, command) -> None:
+def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, overwrite, progress, command) -> None:
     t0 = time.perf_counter()
     variant = cfg.variant
     with atomic_output(dest, overwrite=overwrite) as tmp:
@@ -242,7 +242,7 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, overwrite, progr
             tmp,
             name=dest.name,
             fmt=fmt,
-            source=source.manifest_record(),
+            source=src,
             variant=variant,
             files=files,
             recipe=recipe,

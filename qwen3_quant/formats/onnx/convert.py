@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...artifact import load_manifest_or_none, record_variant, verify_files
-from ...checkpoint import fingerprint
 from ...errors import ArtifactExistsError
 from ...io import atomic_output, ensure_free_space, partial_path, remove_path
 from ..base import Progress, no_progress
@@ -84,9 +83,9 @@ def quantize_onnx(
 ) -> list[str]:
     out_dir = Path(out_dir)
     model_kind(info.config)  # an architecture the builder cannot take fails before anything is written
-    src_fp = fingerprint(info.path)
+    src = source.manifest_record()
     if out_dir.exists() and not overwrite:
-        _check_existing(out_dir, cfg, src_fp)
+        _check_existing(out_dir, cfg, src["fingerprint"])
         log.info("%s already holds this ONNX %s artifact, intact: kept", out_dir, cfg.precision)
         return [cfg.precision]
     need = onnx_bytes(info.arch, cfg.precision, cfg.block_size or 32)
@@ -128,7 +127,7 @@ def quantize_onnx(
             tmp,
             name=out_dir.name,
             fmt=FORMAT_NAME,
-            source=source.manifest_record(),
+            source=src,
             variant=cfg.precision,
             files=list(VARIANT_FILES),
             recipe=recipe,
