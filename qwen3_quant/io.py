@@ -7,6 +7,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactExistsError, DiskFullError
+
+log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -121,12 +124,16 @@ def atomic_output(final: Path, *, overwrite: bool = False, keep_partial: bool = 
     """Yield a temporary sibling path (file or folder) to write; rename it to ``final`` on success.
 
     A failure leaves ``final`` untouched. With ``keep_partial`` the temporary output survives a
-    failure so that a rerun can resume from it; otherwise it is removed.
+    failure so that a rerun can resume from it; otherwise it is removed, and so is one that a killed
+    run left behind.
     """
     final = Path(final)
     check_overwrite(final, overwrite)
     tmp = partial_path(final)
     tmp.parent.mkdir(parents=True, exist_ok=True)
+    if not keep_partial and tmp.exists():
+        log.info("removing %s left by an interrupted run", tmp)
+        remove_path(tmp)
     try:
         with disk_errors(final):
             yield tmp

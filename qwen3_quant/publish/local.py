@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ArtifactExistsError, PublishError, UsageError
 from ..formats.base import Progress, no_progress
-from ..io import atomic_output, disk_errors, ensure_free_space, partial_path, remove_path
+from ..io import atomic_output, disk_errors, ensure_free_space
 from .bundle import CHECKSUMS, Bundle, PublishFile
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,6 @@ def publish_local(
     link = _can_link(src, dest.parent)
     need = sum(f.size for f in bundle.files if f.generated or not link)
     ensure_free_space(dest.parent, need, what=f"publish {bundle.name} to {dest}")
-    remove_path(partial_path(dest))  # left by a killed run
     total = bundle.total_bytes
     done = 0
 

@@ -198,7 +198,6 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, overwrite, 
     t0 = time.perf_counter()
     variant = cfg.variant
     with atomic_output(dest, overwrite=overwrite) as tmp:
-        remove_path(tmp)  # left by a run that was killed
         tmp.mkdir(parents=True)
         result = run_worker({**job, "out": str(tmp.resolve())}, work, progress)
         moe, moe_details = _apply_policy(cfg, result)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ...artifact import load_manifest_or_none, record_variant, verify_files
 from ...errors import ArtifactExistsError
-from ...io import atomic_output, ensure_free_space, partial_path, remove_path
+from ...io import atomic_output, ensure_free_space, remove_path
 from ..base import Progress, no_progress
 from . import graph
 from .build import builder_version, model_kind, run_builder
@@ -90,10 +90,6 @@ def quantize_onnx(
         return [cfg.precision]
     need = onnx_bytes(info.arch, cfg.precision, cfg.block_size or 32)
     ensure_free_space(out_dir.parent, need, what=f"write {out_dir.name}")
-    stale = partial_path(out_dir)
-    if stale.exists():  # the builder cannot resume: an unfinished earlier run is redone from scratch
-        log.info("removing %s left by an interrupted run", stale)
-        remove_path(stale)
     with atomic_output(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir(parents=True)
         cache = tmp / ".builder-cache"
