@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .naming import parse_gguf_file_name
-
 PROMPT = "Explain what a KV cache is in two sentences."
 # Qwen3's recommended sampling (model card): thinking 0.6/0.95/20, non-thinking 0.7/0.8/20, min_p 0
 THINKING_SAMPLING = "temperature=0.6, top_p=0.95, top_k=20, min_p=0"
@@ -54,7 +52,7 @@ def _gguf(ctx: UsageContext) -> str:
     first = files[0]
     others = ", ".join(f'"{f}"' for f in files[1:])
     tags = ", ".join(f"`{n}`" for n in ctx.variant_files)
-    split = parse_gguf_file_name(first) is not None and (parse_gguf_file_name(first).shards or 0) > 1
+    split = len(files) > 1  # a variant's files are its llama.cpp splits
     if ctx.repo_id:
         cli = f"""```sh
 llama-cli -hf {ctx.repo_id}:{v}
