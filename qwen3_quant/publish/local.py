@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ArtifactExistsError, PublishError, UsageError
 from ..formats.base import Progress, no_progress
-from ..io import atomic_output, disk_errors, ensure_free_space
+from ..io import atomic_output, ensure_free_space
 from .bundle import CHECKSUMS, Bundle, PublishFile
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def publish_local(
         progress("write", done, total)
 
     progress("write", 0, total)
-    with atomic_output(dest, overwrite=True) as tmp, disk_errors(dest):
+    with atomic_output(dest, overwrite=True) as tmp:
         tmp.mkdir(parents=True)
         for f in bundle.files:
             target = tmp / f.path
