@@ -109,6 +109,11 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def cache_root() -> Path:
+    """Where qwen3-quant keeps reusable work (reference log-probs, upload state, datasets)."""
+    return Path(os.environ.get("QWEN3_QUANT_CACHE", Path.home() / ".cache" / "qwen3-quant"))
+
+
 def partial_path(final: Path) -> Path:
     final = Path(final)
     return final.with_name(final.name + PARTIAL_SUFFIX)

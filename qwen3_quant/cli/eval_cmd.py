@@ -17,8 +17,7 @@ def resolve_path_or_model(spec: str) -> Path:
 def load_dataset_text(name: str) -> Path:
     """``wikitext2`` through the ``datasets`` library (online), saved as a text file in the cache."""
     from ..errors import UsageError, require
-    from ..eval.reference import cache_root
-    from ..io import atomic_write_text
+    from ..io import atomic_write_text, cache_root
 
     if name.lower() not in ("wikitext2", "wikitext-2"):
         raise UsageError(f"unknown dataset '{name}'", hint="use wikitext2, or --text FILE")

@@ -15,6 +15,7 @@ import numpy as np
 from ..artifact import host_description, load_manifest_or_none
 from ..checkpoint import fingerprint
 from ..errors import UsageError
+from ..io import cache_root
 from ..textdata import load_eval_text
 from . import metrics
 from .gates import Gates, check_gates
@@ -22,7 +23,6 @@ from .protocol import PROTOCOL_VERSION, effective_ctx, make_windows, text_sha256
 from .reference import (
     DEFAULT_TOPK,
     Scores,
-    cache_root,
     load_reference,
     reference_path,
     save_reference,

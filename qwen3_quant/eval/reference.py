@@ -7,7 +7,6 @@ artifact of that model.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,6 @@ from .protocol import PROTOCOL_VERSION, Window
 
 log = logging.getLogger(__name__)
 DEFAULT_TOPK = 32
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("QWEN3_QUANT_CACHE", Path.home() / ".cache" / "qwen3-quant"))
 
 
 @dataclass

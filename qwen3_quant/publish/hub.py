@@ -138,7 +138,7 @@ def resolve_token(token: str | None) -> str:
 
 
 def state_path(endpoint: str, repo_id: str, revision: str, create_pr: bool) -> Path:
-    from ..eval.reference import cache_root
+    from ..io import cache_root
 
     key = hashlib.sha256(f"{endpoint}|{repo_id}|{revision}|{int(create_pr)}".encode()).hexdigest()[:16]
     return cache_root() / "publish" / f"{repo_id.replace('/', '--')}-{key}.json"
