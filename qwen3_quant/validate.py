@@ -61,10 +61,10 @@ def validate_artifact(
     names = [variant] if variant else list(m["variants"])
     results = []
     for name in names:
-        targets = [t for t in eval_targets(folder, name) if t.variant == name] or eval_targets(folder, name)
+        target = eval_targets(folder, name)[0]
         gates = gates_for(folder, name, gate_overrides)
         try:
-            res = evaluate(targets[0], options=options, gates=gates, progress=progress)
+            res = evaluate(target, options=options, gates=gates, progress=progress)
             record_validation(
                 folder, name, {"passed": res.passed, "gates": gates.to_dict(), "result": res.to_dict()}
             )
@@ -73,6 +73,6 @@ def validate_artifact(
             record_validation(
                 folder, name, {"passed": False, "gates": gates.to_dict(), "error": exc.one_line()}
             )
-            res = _failed(targets[0], exc.one_line())
+            res = _failed(target, exc.one_line())
         results.append(res)
     return results
