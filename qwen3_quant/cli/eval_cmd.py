@@ -92,7 +92,7 @@ def eval_(
     fixed protocol, KL divergence against the unquantised model, prefill/decode tokens/s, peak memory."""
     from ..errors import UsageError
     from ..eval.evaluate import EvalOptions, eval_targets, evaluate
-    from ..eval.gates import default_gates, parse_gate_overrides
+    from ..eval.gates import parse_gate_overrides
     from .console import console, progress_bar, write_json
     from .report_tables import eval_table
 
@@ -118,11 +118,7 @@ def eval_(
     prog, update = progress_bar()
     with prog:
         for t in eval_targets(path, variant):
-            gates = (
-                default_gates(_nominal_bits(t)).with_overrides(overrides)
-                if (base_path or t.manifest_dir)
-                else None
-            )
+            gates = _gates(t, overrides) if (base_path or t.manifest_dir) else None
             results.append(evaluate(t, base=base_path, options=opts, gates=gates, progress=update))
     console().print(eval_table(results))
     name = path.stem if path.is_file() else path.name
@@ -133,12 +129,12 @@ def eval_(
         raise SystemExit(3)
 
 
-def _nominal_bits(target) -> int:
-    """Bits per weight of an artifact variant, from its manifest recipe (16 when unknown)."""
-    from ..artifact import load_manifest_or_none
+def _gates(target, overrides):
+    """An artifact variant's gates as validation sets them; 16-bit gates for anything else."""
+    from ..eval.gates import default_gates
 
-    if target.manifest_dir is None:
-        return 16
-    m = load_manifest_or_none(target.manifest_dir) or {}
-    v = (m.get("variants") or {}).get(target.variant or "", {})
-    return int((v.get("recipe") or {}).get("bits", 16))
+    if target.manifest_dir is not None and target.variant:
+        from ..validate import gates_for
+
+        return gates_for(target.manifest_dir, target.variant, overrides)
+    return default_gates(16).with_overrides(overrides)
