@@ -19,9 +19,6 @@ from .state import cell_is_current, inputs_hash, load_state, update_cell
 
 log = logging.getLogger(__name__)
 
-# Rough throughput of each format's quantise + validate on one 2-core CPU, in seconds per billion
-# parameters, from the micro-model builds; only for ordering and the plan's time column.
-
 
 @dataclass
 class PlanRow:

@@ -105,8 +105,6 @@ class BuildSpec:
 
     def _add_calibration(self, fmt: str, opts: dict[str, Any]) -> None:
         """The build's ``[calib]`` goes to the cells that calibrate (not to GGUF Q8_0, ONNX, RTN)."""
-        from ..formats import get_format
-
         f = get_format(fmt)
         if not f.calibrates(f.parse_options({k: v for k, v in opts.items() if v is not None})):
             return
