@@ -65,7 +65,7 @@ def build(
             entry = run_cell(spec, r.cell, force=force)
             if on_event:
                 on_event(r.cell.id, entry.get("status", "error"))
-    elif executor == "ray":
+    elif executor == "ray" and todo:
         run_ray(spec, todo, address=address, force=force, on_event=on_event)
     elif todo:
         run_local(spec, todo, jobs=jobs or spec.jobs, force=force, on_event=on_event)
@@ -75,11 +75,19 @@ def build(
         for r in rows
         if r.status != "skip"
     }
+    if cells:  # one cell of a CI matrix: the collect job reports and publishes
+        return BuildOutcome(entries, skipped)
+    return _finish(spec, entries, skipped, publish)
+
+
+def _finish(
+    spec: BuildSpec, entries: dict[str, dict[str, Any]], skipped: dict[str, str], publish: bool
+) -> BuildOutcome:
+    """Report a whole build, then publish what passed."""
     outcome = BuildOutcome(entries, skipped)
-    if not cells:
-        outcome.report_dir = _report(spec, entries, skipped)
-        if publish and spec.publish.get("to"):
-            outcome.published = publish_passed(spec, entries)
+    outcome.report_dir = _report(spec, entries, skipped)
+    if publish and spec.publish.get("to"):
+        outcome.published = publish_passed(spec, entries)
     return outcome
 
 
@@ -163,18 +171,13 @@ def collect(
     spec = load_build(path, out=out)
     merge_states(spec.state_dir, [Path(s) for s in states])
     st = load_state(spec.state_dir)["cells"]
-    entries = {c.id: st[c.id] for c in spec.cells() if c.id in st and st[c.id].get("status") != "skipped"}
-    skipped = {
-        c.id: st[c.id].get("error", "") for c in spec.cells() if st.get(c.id, {}).get("status") == "skipped"
-    }
-    missing = [c.id for c in spec.cells() if c.id not in st]
-    for cid in missing:
-        entries[cid] = {"status": "error", "error": "no CI job reported this cell"}
-    outcome = BuildOutcome(entries, skipped)
-    outcome.report_dir = _report(spec, entries, skipped)
-    if publish and spec.publish.get("to"):
-        outcome.published = publish_passed(spec, entries)
-    return outcome
+    cells = spec.cells()
+    entries = {c.id: st[c.id] for c in cells if c.id in st and st[c.id].get("status") != "skipped"}
+    skipped = {c.id: st[c.id].get("error", "") for c in cells if st.get(c.id, {}).get("status") == "skipped"}
+    for c in cells:
+        if c.id not in st:
+            entries[c.id] = {"status": "error", "error": "no CI job reported this cell"}
+    return _finish(spec, entries, skipped, publish)
 
 
 def dump_plan(rows: list[PlanRow]) -> str:

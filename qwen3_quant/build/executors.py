@@ -13,27 +13,27 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from .run import PlanRow
 from .spec import BuildSpec, cells_by_group
-from .state import load_state
+from .state import load_state, update_cell
 
 log = logging.getLogger(__name__)
 OnEvent = Callable[[str, str], None]  # (cell id, "start" | status)
 
 
-def _worker_cmd(spec: BuildSpec, cell_id: str, force: bool) -> list[str]:
+def _worker_cmd(build: str, out: str, cell_id: str, force: bool) -> list[str]:
+    """The command that runs one cell; built where it runs (a Ray node has its own interpreter)."""
     cmd = [
         sys.executable,
         "-m",
         "qwen3_quant.build.worker",
         "--build",
-        spec.source,
+        build,
         "--out",
-        str(spec.out),
+        out,
         "--cell",
         cell_id,
     ]
@@ -42,7 +42,7 @@ def _worker_cmd(spec: BuildSpec, cell_id: str, force: bool) -> list[str]:
 
 def run_local(
     spec: BuildSpec, rows: list[PlanRow], *, jobs: int, force: bool = False, on_event: OnEvent | None = None
-) -> dict[str, dict[str, Any]]:
+) -> None:
     """Run the rows' cells as worker processes: at most ``jobs`` at once, and only while the sum of
     their estimated peak memory fits in the memory available when the build started."""
     budget = int(psutil.virtual_memory().available * 0.9)
@@ -60,7 +60,7 @@ def run_local(
             q.pop(0)
             if not q:
                 queues.remove(q)
-            proc = subprocess.Popen(_worker_cmd(spec, cell.id, force))
+            proc = subprocess.Popen(_worker_cmd(spec.source, str(spec.out), cell.id, force))
             running[cell.id] = (proc, q)
             in_use += peak[cell.id]
             if on_event:
@@ -70,8 +70,6 @@ def run_local(
                 del running[cid]
                 status = load_state(spec.state_dir)["cells"].get(cid, {}).get("status", "error")
                 if proc.returncode != 0 and status == "running":
-                    from .state import update_cell
-
                     update_cell(
                         spec.state_dir,
                         cid,
@@ -81,8 +79,6 @@ def run_local(
                 if on_event:
                     on_event(cid, status)
         time.sleep(0.2)
-    states = load_state(spec.state_dir)["cells"]
-    return {r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"}) for r in rows}
 
 
 def run_ray(
@@ -92,7 +88,7 @@ def run_ray(
     address: str | None,
     force: bool = False,
     on_event: OnEvent | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> None:
     """Run cells as Ray tasks, one task per artifact folder's cells in order, each task asking Ray
     for the memory its largest cell needs. The build's ``out`` folder must be on storage every
     node sees (a shared filesystem), as artifacts and state are written there."""
@@ -106,22 +102,8 @@ def run_ray(
 
         @ray.remote(num_cpus=1)
         def run_group(build_path: str, out: str, cell_ids: list[str], force: bool) -> list[str]:
-            import subprocess as sp
-            import sys as _sys
-
             for cid in cell_ids:
-                cmd = [
-                    _sys.executable,
-                    "-m",
-                    "qwen3_quant.build.worker",
-                    "--build",
-                    build_path,
-                    "--out",
-                    out,
-                    "--cell",
-                    cid,
-                ] + (["--force"] if force else [])
-                sp.run(cmd, check=False)
+                subprocess.run(_worker_cmd(build_path, out, cid, force), check=False)
             return cell_ids
 
         peak = {r.cell.id: r.peak_bytes or 0 for r in rows}
@@ -147,5 +129,3 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
-    states = load_state(spec.state_dir)["cells"]
-    return {r.cell.id: states.get(r.cell.id, {"status": "error", "error": "no result"}) for r in rows}
