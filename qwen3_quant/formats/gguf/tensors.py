@@ -9,6 +9,7 @@ chunk, whatever the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,9 @@ import numpy as np
 from ...catalog.architecture import iter_tensors
 from ...checkpoint import CheckpointInfo, read_safetensors_header
 from ...errors import CheckpointError
-from .types import gguf_name
+from .types import GGML_TYPES, plan_tensors
 
 CHUNK_ELEMENTS = 16 * 1024 * 1024
-GGML_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
 _ST_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
 
 # HF linear modules under ``model.layers.N.`` -> GGUF tensor (for the importance matrix)
@@ -34,7 +34,6 @@ LINEAR_MODULES = {
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
 }
-KEEP_F32 = frozenset({"router"})
 
 
 @dataclass(frozen=True)
@@ -51,12 +50,10 @@ class TensorJob:
     shape: tuple[int, ...]  # numpy order: rows last
     ggml_type: str  # F32, F16 or BF16
     pieces: tuple[Piece, ...]
-    role: str
-    layer: int
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * GGML_ITEMSIZE[self.ggml_type]
+        return GGML_TYPES[self.ggml_type].nbytes(math.prod(self.shape))
 
 
 class _Index:
@@ -87,31 +84,20 @@ class _Index:
         n = total - skip if numel is None else numel
         return Piece(shard, off + skip * _ST_ITEMSIZE[dtype], n, dtype)
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name][3]
-
 
 def plan_conversion(info: CheckpointInfo, out_type: str) -> list[TensorJob]:
     """Every tensor of the GGUF file, in writing order, with its source pieces.
 
-    Norms and the MoE router stay F32 (as llama.cpp's converter keeps them); the other weights
-    get ``out_type``. Tied models get no ``output.weight``: llama.cpp reuses ``token_embd``.
+    Names, shapes and types are :func:`~.types.plan_tensors`' (the layout the size estimates and
+    llama.cpp's files are checked against): norms and the MoE router stay F32, the other weights
+    get ``out_type``, tied models get no ``output.weight`` (llama.cpp reuses ``token_embd``).
     """
     a = info.arch
     idx = _Index(info)
     jobs: list[TensorJob] = []
-    for t in iter_tensors(a, stacked=True):
-        if t.role == "lm_head" and a.tie_word_embeddings:
-            continue
-        gtype = "F32" if len(t.shape) == 1 or t.role in KEEP_F32 else out_type
-        name = gguf_name(t.role, t.layer)
-        if t.expert < 0:
-            pieces = (idx.piece(t.name),)
-            shape = t.shape
-        else:
-            pieces = _expert_pieces(info, idx, t.role, t.layer)
-            shape = (a.num_experts, *t.shape)
-        jobs.append(TensorJob(name, tuple(shape), gtype, pieces, t.role, t.layer))
+    for t, p in zip(iter_tensors(a, stacked=True), plan_tensors(a, out_type), strict=True):
+        pieces = (idx.piece(t.name),) if t.expert < 0 else _expert_pieces(info, idx, t.role, t.layer)
+        jobs.append(TensorJob(p.name, tuple(p.shape), p.ggml_type, pieces))
     return jobs
 
 
