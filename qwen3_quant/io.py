@@ -169,12 +169,13 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
 
 
 @contextlib.contextmanager
-def file_lock(lock_file: Path) -> Iterator[None]:
-    """An exclusive advisory lock held across processes while the block runs."""
+def file_lock(lock_file: Path, *, blocking: bool = True) -> Iterator[None]:
+    """An exclusive advisory lock held across processes while the block runs; without ``blocking``,
+    :class:`BlockingIOError` when another process holds it."""
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         try:
             yield
         finally:

@@ -19,7 +19,6 @@ when present and intact.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from typing import Any
 from ...artifact import load_manifest_or_none, record_variant, verify_files
 from ...checkpoint import CheckpointInfo
 from ...errors import ArtifactExistsError, UsageError
-from ...io import atomic_write_json, disk_errors, ensure_free_space, remove_path
+from ...io import atomic_write_json, disk_errors, ensure_free_space, file_lock, remove_path
 from ..base import Progress, no_progress
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
@@ -117,17 +116,14 @@ class GGUFBuild:
 
     @contextlib.contextmanager
     def _locked(self):
-        with open(self.work / ".lock", "w") as fh:
+        with contextlib.ExitStack() as stack:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stack.enter_context(file_lock(self.work / ".lock", blocking=False))
             except BlockingIOError as exc:
                 raise UsageError(
                     f"another qwen3-quant run is writing {self.out}", hint="wait for it to finish"
                 ) from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            yield
 
     def _plan(self) -> set[str]:
         """The types to (re)build; raises when that would replace a good file without --overwrite."""
