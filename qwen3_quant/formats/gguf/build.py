@@ -42,6 +42,7 @@ from .writer import base_type_for, convert
 
 log = logging.getLogger(__name__)
 WORK = ".work"
+CONVERTER = "qwen3-quant streaming safetensors -> GGUF"
 
 
 class GGUFBuild:
@@ -146,8 +147,9 @@ class GGUFBuild:
                 log.warning("%s: damaged or incomplete, rebuilding it", names[0])
                 todo.add(ftype)
                 continue
-            made = {k: (rec.get("recipe") or {}).get("request", {}).get(k) for k in self.request(ftype)}
-            if not same_source or made != self.request(ftype):
+            want = self.request(ftype)
+            made = {k: (rec.get("recipe") or {}).get("request", {}).get(k) for k in want}
+            if not same_source or made != want:
                 what = "another checkpoint" if not same_source else f"other settings ({made})"
                 raise ArtifactExistsError(
                     f"{self.out / names[0]} was made from {what}",
@@ -155,13 +157,20 @@ class GGUFBuild:
                 )
         return todo
 
-    def _build(self, ftype: str) -> None:
-        tmp = self.work / f"tmp-{ftype}"
-        tmp.mkdir()
+    @contextlib.contextmanager
+    def _scratch(self, name: str):
+        """A scratch folder under .work/ for one piece of work, removed afterwards (and by the next
+        run if this one is killed)."""
+        tmp = self.work / f"tmp-{name}"
+        tmp.mkdir(exist_ok=True)
         try:
-            self._build_in(ftype, tmp)
+            yield tmp
         finally:
             remove_path(tmp)
+
+    def _build(self, ftype: str) -> None:
+        with self._scratch(ftype) as tmp:
+            self._build_in(ftype, tmp)
 
     def _build_in(self, ftype: str, tmp: Path) -> None:
         target = tmp / self.file_for(ftype)
@@ -173,10 +182,10 @@ class GGUFBuild:
                     self.info, self.desc, target, out_type=ftype,
                     max_shard_size=self.cfg.max_shard_size, progress=self.progress,
                 )  # fmt: skip
-                recipe["converter"] = "qwen3-quant streaming safetensors -> GGUF"
+                recipe["converter"] = CONVERTER
             elif ftype == self.base_type:
                 files = self._from_base(target)
-                recipe["converter"] = "qwen3-quant streaming safetensors -> GGUF"
+                recipe["converter"] = CONVERTER
             else:
                 files = self._quantize(ftype, target, recipe)
         recipe["request"] = self.request(ftype)
@@ -204,7 +213,7 @@ class GGUFBuild:
         quantize_gguf(
             base, single, ftype, imatrix=im, metadata=imatrix_metadata(im, self.imatrix_name) if im else None
         )
-        recipe["base"] = {"type": self.base_type, "converter": "qwen3-quant streaming safetensors -> GGUF"}
+        recipe["base"] = {"type": self.base_type, "converter": CONVERTER}
         recipe["quantizer"] = f"llama.cpp llama_model_quantize (llama-cpp-python {version()})"
         recipe["imatrix"] = im is not None
         recipe["imatrix_file"] = self.imatrix_name if im else None
@@ -233,16 +242,12 @@ class GGUFBuild:
             estimate_file_size(self.info.arch, self.base_type),
             what=f"write the {self.base_type} conversion",
         )
-        tmp = self.work / "tmp-base"
-        tmp.mkdir(exist_ok=True)
-        try:
+        with self._scratch("base") as tmp:
             with disk_errors(self.base_path):
                 (written,) = convert(self.info, self.desc, tmp / self.base_path.name, out_type=self.base_type,
                                      progress=self.progress)  # fmt: skip
             os.replace(written, self.base_path)
             atomic_write_json(side, {**want, "size": self.base_path.stat().st_size})
-        finally:
-            remove_path(tmp)
         return self.base_path
 
     def calibration(self):
@@ -280,14 +285,10 @@ class GGUFBuild:
         im = collect_imatrix(self.info, cs.samples, progress=self.progress)
         im.datasets = [cs.mix]
         im.meta = {**want, "calibration.mix": cs.mix, "calibration.tokens": str(cs.n_tokens)}
-        tmp = self.work / "tmp-imatrix"
-        tmp.mkdir(exist_ok=True)
-        try:
+        with self._scratch("imatrix") as tmp:
             with disk_errors(path):
                 im.save(tmp / path.name)
             os.replace(tmp / path.name, path)
-        finally:
-            remove_path(tmp)
         self._imatrix = im
         return im
 
