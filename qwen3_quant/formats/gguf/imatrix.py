@@ -20,7 +20,7 @@ import numpy as np
 
 from ...checkpoint import CheckpointInfo
 from ..base import Progress, no_progress
-from .tensors import LINEAR_MODULES
+from .types import gguf_name
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +245,24 @@ def _layer_dtype(torch, layer):
     return torch.float32 if 4 * n * 3 < psutil.virtual_memory().available else torch.bfloat16
 
 
+# HF linear modules under ``model.layers.N.`` -> architecture role (named in GGUF by gguf_name)
+LINEAR_MODULES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_o",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
 def _install_hooks(torch, layer, li: int, im: Imatrix) -> list:
     handles = []
-    for path, gname in LINEAR_MODULES.items():
+    for path, role in LINEAR_MODULES.items():
         mod = layer.get_submodule(path) if _has(layer, path) else None
         if isinstance(mod, torch.nn.Linear):
-            handles.append(mod.register_forward_pre_hook(_dense_hook(im, f"blk.{li}.{gname}.weight")))
+            handles.append(mod.register_forward_pre_hook(_dense_hook(im, gguf_name(role, li))))
     experts = layer.get_submodule("mlp.experts") if _has(layer, "mlp.experts") else None
     if experts is not None:
         handles += _expert_hooks(torch, experts, im, li)
@@ -279,7 +291,7 @@ def _dense_hook(im: Imatrix, name: str):
 
 
 def _expert_hooks(torch, experts, im: Imatrix, li: int) -> list:
-    names = {k: f"blk.{li}.ffn_{k}_exps.weight" for k in ("gate", "up", "down")}
+    names = {k: gguf_name(f"expert_{k}", li) for k in ("gate", "up", "down")}
     if hasattr(experts, "gate_up_proj"):  # transformers 5: experts fused into 3-D parameters
 
         def hook(mod, args, kwargs):

@@ -24,17 +24,6 @@ from .types import GGML_TYPES, plan_tensors
 CHUNK_ELEMENTS = 16 * 1024 * 1024
 _ST_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
 
-# HF linear modules under ``model.layers.N.`` -> GGUF tensor (for the importance matrix)
-LINEAR_MODULES = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-
 
 @dataclass(frozen=True)
 class Piece:

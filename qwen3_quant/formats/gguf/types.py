@@ -111,21 +111,8 @@ def gguf_name(role: str, layer: int) -> str:
     return f"blk.{layer}.{base}.weight" if layer >= 0 else f"{base}.weight"
 
 
-# HF role -> llama.cpp tensor category
-_CATEGORY = {
-    "embed": "token_embd",
-    "lm_head": "output",
-    "attn_q": "attn_q",
-    "attn_k": "attn_k",
-    "attn_v": "attn_v",
-    "attn_o": "attn_output",
-    "ffn_gate": "ffn_gate",
-    "ffn_up": "ffn_up",
-    "ffn_down": "ffn_down",
-    "expert_gate": "ffn_gate",
-    "expert_up": "ffn_up",
-    "expert_down": "ffn_down",
-}
+# role -> llama.cpp's tensor category in its type rules: the tensor's name, experts as their dense twin
+_CATEGORY = {role: name.removesuffix("_exps") for role, name in GGUF_NAMES.items()}
 
 
 def normalise_type(name: str) -> str:
