@@ -24,7 +24,6 @@ from ...io import atomic_output, make_readable, remove_path
 from ..base import Progress, no_progress
 from .config import GPTQModelConfig
 from .export import finalize_checkpoint
-from .libenv import prepare_env
 from .moe import RoutingStats, StarvedExpertsError
 
 if TYPE_CHECKING:
@@ -91,7 +90,6 @@ def run_worker(job: dict[str, Any], work: Path, progress: Progress) -> dict[str,
     for f in ("events.jsonl", "result.json"):
         (work / f).unlink(missing_ok=True)
     (work / "job.json").write_text(json.dumps(job))
-    prepare_env()
     log_path = work / "gptqmodel.log"
     cmd = [sys.executable, "-m", "qwen3_quant.formats.gptqmodel.worker", str(work / "job.json")]
     with open(log_path, "w") as logf:
