@@ -65,8 +65,9 @@ def quantize(
     src = resolve_model(model, revision=revision)
     info = inspect_checkpoint(src.path)
     dest = Path(out_dir) if out_dir else Path(out_root or DEFAULT_OUT) / f.artifact_name(src.name, config)
-    need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
-    ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")
+    if overwrite or not dest.exists():  # else kept, or (GGUF) types added, each checked as it is written
+        need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
+        ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")
     variants = f.quantize(src, info, config, dest, overwrite=overwrite, progress=progress)
     result = QuantizeResult(dest, f.name, variants)
     if validate:

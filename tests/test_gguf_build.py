@@ -137,6 +137,19 @@ def test_full_disk_before_work(tmp_path, monkeypatch):
     assert not list((tmp_path).rglob("*.gguf"))
 
 
+def test_a_kept_artifact_needs_no_free_space(tmp_path, monkeypatch):
+    import qwen3_quant.io as qio
+
+    out = tmp_path / "o"
+    quantize("Qwen3-Micro", "gguf", out_dir=out, types=["Q8_0"], **FAST)
+    real = shutil.disk_usage
+    monkeypatch.setattr(qio.shutil, "disk_usage", lambda p: real(p)._replace(free=1_000_000))
+    res = quantize("Qwen3-Micro", "gguf", out_dir=out, types=["Q8_0"], **FAST)  # nothing to write
+    assert res.variants == ["Q8_0"]
+    with pytest.raises(DiskFullError, match="not enough disk space"):  # a type it would add
+        quantize("Qwen3-Micro", "gguf", out_dir=out, types=["Q8_0", "Q6_K"], **FAST)
+
+
 def test_disk_filling_up_mid_write(tmp_path, monkeypatch):
     from qwen3_quant.formats.gguf import gguf_io
 
