@@ -101,6 +101,11 @@ class QuantFormat(ABC):
         raise NotImplementedError
 
 
+def option_flag(option: str) -> str:
+    """The CLI spelling of a quantize option, for messages: ``block_size`` -> ``--block-size``."""
+    return {"types": "--type", "sym": "--sym/--asym"}.get(option, "--" + option.replace("_", "-"))
+
+
 def linear_tensors(arch: ArchShape):
     """The weight tensors weight-only int quantisers (GPTQ, AWQ, MatMulNBits) act on."""
     from ..catalog.architecture import LINEAR_ROLES, iter_tensors

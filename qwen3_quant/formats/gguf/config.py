@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
+from ..base import option_flag
 from .types import FILE_TYPES, UNQUANTISED, normalise_type
 
 # the Hub refuses files over 50 GB; llama.cpp's own tools count G as 10^9 bytes
@@ -49,10 +50,6 @@ def parse_size(text: str | int) -> int:
     return value
 
 
-def _flag(option: str) -> str:
-    return {"sym": "--sym/--asym", "act_order": "--act-order"}.get(option, "--" + option.replace("_", "-"))
-
-
 @dataclass(frozen=True)
 class GGUFConfig:
     types: tuple[str, ...] = ("Q4_K_M",)
@@ -77,7 +74,7 @@ def parse_options(options: dict[str, Any]) -> GGUFConfig:
     for key in options:
         if key not in OWN_OPTIONS:
             raise UsageError(
-                f"{_flag(key)} does not apply to --format gguf",
+                f"{option_flag(key)} does not apply to --format gguf",
                 hint="GGUF takes --type, --imatrix/--no-imatrix, --calib, --calib-samples, --max-shard-size",
             )
     raw = options.get("types") or ["Q4_K_M"]

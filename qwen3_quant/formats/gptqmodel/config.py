@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ...errors import UsageError
+from ..base import option_flag
 
 METHODS = ("gptq", "awq", "rtn")  # rtn: GPTQModel's round-to-nearest, the benchmark's baseline
 BITS = (4, 8)
@@ -30,10 +31,6 @@ OPTIONS = (
     "starved_threshold",
 )
 _THRESHOLD = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<pct>%?)\s*$")
-
-
-def _flag(name: str) -> str:
-    return "--type" if name == "types" else "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -116,9 +113,9 @@ def parse_options(method: str, options: dict[str, Any]) -> GPTQModelConfig:
     extra = [k for k in options if k not in OPTIONS]
     if extra:
         raise UsageError(
-            f"{_flag(extra[0])} does not apply to {fmt}",
+            f"{option_flag(extra[0])} does not apply to {fmt}",
             hint=f"{fmt} takes "
-            + ", ".join(_flag(o) for o in OPTIONS if o != "act_order" or method == "gptq"),
+            + ", ".join(option_flag(o) for o in OPTIONS if o != "act_order" or method == "gptq"),
         )
     kw: dict[str, Any] = {"method": method, "sym": method != "awq"}
     if "bits" in options:

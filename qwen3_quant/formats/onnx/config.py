@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
+from ..base import option_flag
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
@@ -21,23 +22,6 @@ DEFAULT_QUANTIZER = "rtn"
 # the options this format takes, by precision
 _INT_ONLY = {"block_size": ("int4",), "quantizer": ("int4",), "accuracy_level": ("int4", "int8")}
 _KNOWN = ("precision", *_INT_ONLY)
-# CLI spellings, for messages
-_FLAG = {
-    "precision": "--precision",
-    "block_size": "--block-size",
-    "accuracy_level": "--accuracy-level",
-    "quantizer": "--quantizer",
-    "types": "--type",
-    "bits": "--bits",
-    "group_size": "--group-size",
-    "sym": "--sym/--asym",
-    "act_order": "--act-order",
-    "imatrix": "--imatrix",
-    "calib": "--calib",
-    "calib_samples": "--calib-samples",
-    "max_shard_size": "--max-shard-size",
-    "starved_experts": "--starved-experts",
-}
 
 
 @dataclass(frozen=True)
@@ -63,10 +47,6 @@ class OnnxConfig:
         return self.precision in ("int4", "int8")
 
 
-def flag(option: str) -> str:
-    return _FLAG.get(option, "--" + option.replace("_", "-"))
-
-
 def parse_onnx_options(options: dict[str, Any]) -> OnnxConfig:
     """Validate the options the user gave (``None`` values count as not given) into an
     :class:`OnnxConfig` with every default filled in."""
@@ -74,7 +54,7 @@ def parse_onnx_options(options: dict[str, Any]) -> OnnxConfig:
     for key in given:
         if key not in _KNOWN:
             raise UsageError(
-                f"{flag(key)} does not apply to --format onnx",
+                f"{option_flag(key)} does not apply to --format onnx",
                 hint="ONNX takes --precision fp32|fp16|int8|int4, and for int4 --block-size, "
                 "--quantizer and --accuracy-level",
             )
@@ -86,8 +66,8 @@ def parse_onnx_options(options: dict[str, Any]) -> OnnxConfig:
     for key, allowed in _INT_ONLY.items():
         if key in given and precision not in allowed:
             raise UsageError(
-                f"{flag(key)} does not apply to --precision {precision}",
-                hint=f"{flag(key)} applies to --precision {' or '.join(allowed)}; drop it",
+                f"{option_flag(key)} does not apply to --precision {precision}",
+                hint=f"{option_flag(key)} applies to --precision {' or '.join(allowed)}; drop it",
             )
     block_size = accuracy = quantizer = None
     if precision in ("int4", "int8"):
@@ -110,7 +90,7 @@ def _int_choice(given: dict[str, Any], key: str, choices: tuple[int, ...], defau
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
         raise UsageError(
-            f"{flag(key)} {given[key]} is not supported",
+            f"{option_flag(key)} {given[key]} is not supported",
             hint="choose one of: " + ", ".join(map(str, choices)),
         )
     return value
