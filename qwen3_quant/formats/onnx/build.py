@@ -12,9 +12,9 @@ import io
 import logging
 import re
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
+from ...artifact import library_versions
 from ...catalog.architecture import ArchShape
 from ...errors import CheckpointError, require
 from ..base import Progress, no_progress
@@ -75,10 +75,7 @@ def builder_options(cfg: OnnxConfig, arch: ArchShape) -> tuple[str, dict[str, st
 
 
 def builder_version() -> str:
-    try:
-        return metadata.version("onnxruntime-genai")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return library_versions(("onnxruntime-genai",)).get("onnxruntime-genai", "unknown")
 
 
 class _LineSink(io.TextIOBase):

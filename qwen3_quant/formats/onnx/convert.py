@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...artifact import load_manifest_or_none, record_variant, verify_files
+from ...artifact import library_versions, load_manifest_or_none, record_variant, verify_files
 from ...errors import ArtifactExistsError
 from ...io import atomic_output, ensure_free_space, remove_path
 from ..base import Progress, no_progress
@@ -116,7 +115,7 @@ def quantize_onnx(
                 "execution_provider": built.execution_provider,
                 "extra_options": {k: v for k, v in built.extra_options.items() if not k.startswith("hf_")},
             },
-            "onnxruntime": _version("onnxruntime"),
+            "onnxruntime": library_versions(("onnxruntime",)).get("onnxruntime"),
             "graph": graph.describe(tmp),
         }
         record_variant(
@@ -132,10 +131,3 @@ def quantize_onnx(
         )
     log.info("wrote %s", out_dir)
     return [cfg.precision]
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
