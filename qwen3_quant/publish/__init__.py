@@ -36,7 +36,7 @@ from .bundle import (
     source_file,
     verify_payload,
 )
-from .hub import CommitRecord, HubLimits, check_file_sizes, commit_message, plan_commits
+from .hub import CommitRecord, HubLimits, check_file_sizes, plan_commits
 from .naming import Target, parse_target
 
 __all__ = ["publish", "PublishResult", "PublishFile", "CommitRecord", "HubLimits", "build_bundle"]
@@ -218,13 +218,7 @@ def publish(
         if target.is_hub:
             groups = plan_commits(bundle.files, hub_limits)
             result.commits = [
-                CommitRecord(
-                    i,
-                    [f.path for f in g],
-                    sum(f.size for f in g),
-                    commit_message(bundle.name, g, i, len(groups)),
-                )
-                for i, g in enumerate(groups, 1)
+                CommitRecord.planned(bundle.name, g, i, len(groups)) for i, g in enumerate(groups, 1)
             ]
             result.revision = revision or "main"
         log.info("dry run: nothing was written or uploaded")

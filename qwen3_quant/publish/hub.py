@@ -50,6 +50,13 @@ class CommitRecord:
     oid: str | None = None
     url: str | None = None
 
+    @classmethod
+    def planned(cls, name: str, group: list, index: int, of: int) -> CommitRecord:
+        """Commit ``index`` of ``of`` of an upload of ``name``: its files, size and message."""
+        return cls(
+            index, [f.path for f in group], sum(f.size for f in group), commit_message(name, group, index, of)
+        )
+
 
 @dataclass
 class HubOutcome:
@@ -391,7 +398,8 @@ def publish_hub(
     from .. import __version__
 
     for i, group in enumerate(groups, 1):
-        msg = commit_message(bundle.name, group, i, len(groups))
+        rec = CommitRecord.planned(bundle.name, group, i, len(groups))
+        msg = rec.message
         desc = f"Published with qwen3-quant {__version__}; commit {i} of {len(groups)} of this upload."
         open_pr = create_pr and pr_num is None
         log.info("%s (%d files, %s)", msg, len(group), human_bytes(sum(f.size for f in group)))
@@ -414,9 +422,7 @@ def publish_hub(
             target = f"refs/pr/{pr_num}"
             out.pr_url = info.pr_url
             state["pr_num"] = pr_num
-        rec = CommitRecord(
-            i, [f.path for f in group], sum(f.size for f in group), msg, info.oid, info.commit_url
-        )
+        rec.oid, rec.url = info.oid, info.commit_url
         out.commits.append(rec)
         out.uploaded += rec.files
         state["commits"].append({**rec.__dict__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
