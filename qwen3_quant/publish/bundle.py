@@ -18,7 +18,7 @@ from ..artifact import MANIFEST, verify_files
 from ..errors import PublishError, UsageError, ValidationFailedError
 from ..formats.base import Progress, no_progress
 from ..io import human_bytes
-from .scrub import scrub, shorten_home
+from .scrub import public_text, scrub, shorten_home
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, A
 
 
 def _clean_command(cmd: str | None) -> str | None:
-    return shorten_home(scrub(cmd)) if cmd else cmd
+    return public_text(cmd) if cmd else cmd
 
 
 def base_model_of(manifest: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..io import human_bytes
 from .bundle import CHECKSUMS, EVAL_JSON, Bundle, VariantStatus, base_model_of
-from .scrub import scrub, shorten_home
+from .scrub import public_text, scrub
 from .usage import UsageContext, usage_section
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _recipe_value(v: Any) -> str:
         return ", ".join(_recipe_value(x) for x in v)
     if isinstance(v, bool):
         return "yes" if v else "no"
-    return shorten_home(scrub(str(v)))
+    return public_text(str(v))
 
 
 def recipe_section(b: Bundle) -> str:
@@ -257,7 +257,7 @@ def reproduce_section(b: Bundle) -> str:
     by_cmd: dict[str, list[str]] = {}
     for v in b.variants:
         cmd = b.manifest["variants"][v].get("command")
-        key = shorten_home(scrub(cmd)) if cmd else ""
+        key = public_text(cmd) if cmd else ""
         by_cmd.setdefault(key, []).append(v)
     from ..formats import FORMATS, get_format
 

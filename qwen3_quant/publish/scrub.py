@@ -53,3 +53,8 @@ def shorten_home(text: str) -> str:
     """Replace the user's home folder by ``~`` (user names in paths are nobody's business)."""
     home = str(Path.home())
     return text.replace(home + "/", "~/") if home not in ("/", "") else text
+
+
+def public_text(text: str) -> str:
+    """What a card or published manifest may show of ``text``: secrets masked, home folder as ``~``."""
+    return shorten_home(scrub(text))
