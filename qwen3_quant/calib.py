@@ -303,25 +303,32 @@ class _Loaded:
 
 
 def build_calibration(mix: CalibMix, tok, *, samples: int, seq_len: int) -> CalibSet:
-    loaded, skipped = [], []
+    loaded, skipped, why_skipped = [], [], []
     for s in mix.sources:
         try:
             ld = _Loaded(s)
         except (Qwen3QuantError, OSError, ValueError, KeyError, ImportError) as exc:
             # a missing file, no `datasets` library, offline for a Hub dataset: recorded as skipped
-            why = exc.one_line() if isinstance(exc, Qwen3QuantError) else exc
-            log.warning("calibration source %s skipped: %s", s.name, why)
+            why_skipped.append(exc.one_line() if isinstance(exc, Qwen3QuantError) else str(exc))
             skipped.append(s.name)
             continue
         if ld.empty:
-            log.warning("calibration source %s skipped: nothing found at %s", s.name, s.path or s.dataset)
+            why_skipped.append(f"nothing found at {s.path or s.dataset}")
             skipped.append(s.name)
         else:
             loaded.append(ld)
     fallback = not loaded
-    if fallback:
-        log.warning("no calibration source of mix %s is readable here; using the built-in text", mix.name)
+    reasons = [f"{name}: {why}" for name, why in zip(skipped, why_skipped, strict=True)]
+    if fallback:  # e.g. a machine without the shared data: one line, not one per source
+        log.warning(
+            "no calibration source of mix %s is readable here (%s); using the built-in text",
+            mix.name,
+            "; ".join(reasons),
+        )
         loaded = [_Loaded(Source("builtin-pydoc", "text", 1.0, "builtin:pydoc"))]
+    else:
+        for name, why in zip(skipped, why_skipped, strict=True):
+            log.warning("calibration source %s skipped: %s", name, why)
     counts = _allocate(samples, [ld.src.share for ld in loaded])
     rng = np.random.default_rng(mix.seed)
     out_ids, texts, src_of = [], [], []
