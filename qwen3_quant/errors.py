@@ -72,6 +72,11 @@ class PublishError(Qwen3QuantError):
     pass
 
 
+class FormatContractError(Qwen3QuantError, TypeError):
+    """A format that does not declare or implement part of the format contract (a programming
+    error in the format, found when it registers)."""
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise a one-line error naming the extra to install."""
     import importlib

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import inspect_checkpoint
-from .errors import DependencyMissingError, UsageError
+from .errors import DependencyMissingError
 from .eval.evaluate import EvalOptions, EvalResult
 from .formats import get_format
 from .formats.base import Progress, no_progress
 from .io import ensure_free_space
+from .provenance import Provenance, python_call
 from .sources import resolve_model
 
 log = logging.getLogger(__name__)
@@ -47,17 +46,31 @@ def quantize(
     gate_overrides: dict[str, float | None] | None = None,
     revision: str | None = None,
     progress: Progress = no_progress,
+    provenance: Provenance | None = None,
     **options: Any,
 ) -> QuantizeResult:
     """Quantise ``model`` (catalog name, Hub id or folder) to ``fmt`` with format ``options``.
 
     Options are checked before the model is downloaded or loaded. The artifact goes to
     ``out_dir``, or ``<out_root>/<artifact name>`` (default root ``qwen3-quant-out``).
+    ``provenance`` is what the manifests and model cards record as having made the artifact: the
+    CLI and builds pass their command; by default, this call itself.
     """
     f = get_format(fmt)
-    if not f.implemented:
-        raise UsageError(f"format {f.name} cannot quantise yet", hint="see `qwen3-quant quantize --help`")
-    config = f.parse_options({k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    config = f.parse_options(given)
+    if provenance is None:
+        provenance = Provenance(
+            "python",
+            python_call(
+                "qwen3_quant.quantize.quantize",
+                model,
+                f.name,
+                out_dir=str(out_dir) if out_dir else None,
+                revision=revision,
+                **given,
+            ),
+        )
     if not f.available():
         raise DependencyMissingError(
             f"the {f.name} format's libraries are not installed", hint=f"pip install 'qwen3-quant[{f.extra}]'"
@@ -68,7 +81,9 @@ def quantize(
     if overwrite or not dest.exists():  # else kept, or (GGUF) types added, each checked as it is written
         need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
         ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")
-    variants = f.quantize(src, info, config, dest, overwrite=overwrite, progress=progress)
+    variants = f.quantize(
+        src, info, config, dest, overwrite=overwrite, progress=progress, provenance=provenance
+    )
     result = QuantizeResult(dest, f.name, variants)
     if validate:
         from .validate import validate_artifact
@@ -78,8 +93,3 @@ def quantize(
                 dest, v, options=eval_options, gate_overrides=gate_overrides, progress=progress
             )
     return result
-
-
-def command_line() -> str:
-    """The command that is running, for manifests and model cards (no secrets are ever passed as args)."""
-    return " ".join(["qwen3-quant", *map(shlex.quote, sys.argv[1:])]) if sys.argv else ""

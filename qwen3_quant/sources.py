@@ -54,18 +54,29 @@ def _split_revision(spec: str, revision: str | None) -> tuple[str, str | None]:
     return spec, revision
 
 
-def resolve_model(
-    spec: str, *, revision: str | None = None, cache_dir: str | Path | None = None, download: bool = True
-) -> ModelSource:
-    """Turn a model argument into a local folder, downloading from the Hub when needed.
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model argument points, found without downloading anything."""
 
-    Nothing heavy happens here except the download; call :func:`checkpoint.inspect_checkpoint`
-    on ``.path`` to validate the checkpoint.
-    """
-    raw = spec
+    spec: str
+    kind: str  # local | bundled | catalog | hub
+    path: Path | None = None  # local and bundled folders
+    hub_id: str | None = None  # catalog and hub models
+    revision: str | None = None
+    entry: catalog.ModelEntry | None = None  # catalog models
+    is_base: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+
+def locate_model(spec: str, *, revision: str | None = None) -> ModelRef:
+    """What a model argument names: a local folder, a bundled micro model, a catalog name
+    (``-Base`` for the base checkpoint) or a Hub repo id with an optional ``@revision``."""
     local = Path(spec).expanduser()
     if local.is_dir():
-        return ModelSource(raw, local.resolve(), local.resolve().name, revision=revision)
+        return ModelRef(spec, "local", local.resolve(), revision=revision)
     if spec.startswith((".", "/", "~")) or os.sep + os.sep in spec:
         raise MissingFileError(f"model folder not found: {local}", hint="pass an existing checkpoint folder")
     bundled = catalog.bundled_lookup(spec)
@@ -75,9 +86,9 @@ def resolve_model(
                 f"bundled model {spec} is missing from the installation ({bundled})",
                 hint="reinstall qwen3-quant from a full checkout",
             )
-        return ModelSource(raw, bundled, bundled.name)
-    spec, revision = _split_revision(spec, revision)
-    hit = catalog.lookup(spec)
+        return ModelRef(spec, "bundled", bundled)
+    name, revision = _split_revision(spec, revision)
+    hit = catalog.lookup(name)
     if hit is not None:
         entry, is_base = hit
         hub_id = entry.base_hub_id if is_base else entry.hub_id
@@ -85,17 +96,34 @@ def resolve_model(
             raise UnknownModelError(
                 f"{entry.name} has no -Base checkpoint on the Hub", hint=f"use {entry.name}"
             )
-        name = hub_id.split("/")[-1]
-        path = download_snapshot(hub_id, revision=revision, cache_dir=cache_dir, download=download)
-        return ModelSource(raw, path, name, hub_id, revision, entry.name, is_base)
-    if _HUB_ID.match(spec):
-        path = download_snapshot(spec, revision=revision, cache_dir=cache_dir, download=download)
-        return ModelSource(raw, path, spec.split("/")[-1], spec, revision)
+        return ModelRef(spec, "catalog", hub_id=hub_id, revision=revision, entry=entry, is_base=is_base)
+    if _HUB_ID.match(name):
+        return ModelRef(spec, "hub", hub_id=name, revision=revision)
     names = ", ".join(list(catalog.catalog()) + list(catalog.bundled_models()))
     raise UnknownModelError(
-        f"unknown model '{raw}'",
+        f"unknown model '{spec}'",
         hint=f"use one of {names}, a Hub id such as Qwen/Qwen3-8B, or a local folder",
     )
+
+
+def resolve_model(
+    spec: str, *, revision: str | None = None, cache_dir: str | Path | None = None, download: bool = True
+) -> ModelSource:
+    """Turn a model argument into a local folder, downloading from the Hub when needed.
+
+    Nothing heavy happens here except the download; call :func:`checkpoint.inspect_checkpoint`
+    on ``.path`` to validate the checkpoint.
+    """
+    ref = locate_model(spec, revision=revision)
+    if ref.path is not None:
+        return ModelSource(spec, ref.path, ref.path.name, revision=ref.revision)
+    assert ref.hub_id is not None
+    path = download_snapshot(ref.hub_id, revision=ref.revision, cache_dir=cache_dir, download=download)
+    if ref.entry is not None:
+        return ModelSource(
+            spec, path, ref.hub_id.split("/")[-1], ref.hub_id, ref.revision, ref.entry.name, ref.is_base
+        )
+    return ModelSource(spec, path, ref.hub_id.split("/")[-1], ref.hub_id, ref.revision)
 
 
 def download_snapshot(

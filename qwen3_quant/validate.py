@@ -1,4 +1,5 @@
-"""Validating artifact variants in their runtime and recording the result in the manifest."""
+"""Validating artifact variants in their runtime and recording the result in the manifest; the
+same loop serves ``qwen3-quant eval`` (which records nothing)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import logging
 import math
 from pathlib import Path
 
-from .artifact import load_manifest, record_validation
-from .eval.evaluate import EvalOptions, EvalResult, eval_targets, evaluate
+from .artifact import Manifest, ValidationRecord, record_validation
+from .eval.evaluate import EvalOptions, EvalResult, EvalTarget, eval_targets, evaluate
 from .eval.gates import Gates, default_gates
-from .formats import get_format
+from .formats import FORMATS, get_format
 from .formats.base import Progress, no_progress
+from .io import sha256_file
 
 log = logging.getLogger(__name__)
 
 
-def _failed(target, error: str) -> EvalResult:
+def _failed(target: EvalTarget, error: str) -> EvalResult:
     """The result of a variant that could not be evaluated (did not load, crashed in its runtime)."""
     return EvalResult(
         artifact=str(target.path),
@@ -35,11 +37,45 @@ def _failed(target, error: str) -> EvalResult:
     )
 
 
-def gates_for(folder: Path, variant: str, overrides: dict[str, float | None] | None = None) -> Gates:
-    m = load_manifest(folder)
-    recipe = m["variants"][variant].get("recipe") or {}
-    bits = recipe.get("bits") or get_format(m["format"]).nominal_bits(variant)
+def gates_for(manifest: Manifest, variant: str, overrides: dict[str, float | None] | None = None) -> Gates:
+    """A variant's gates: the defaults for its recipe's bits (else its format's nominal bits)."""
+    bits = manifest.variant(variant).bits
+    if bits is None:
+        bits = get_format(manifest.format).nominal_bits(variant) if manifest.format in FORMATS else 16
     return default_gates(int(bits)).with_overrides(overrides or {})
+
+
+def target_gates(target: EvalTarget, overrides: dict[str, float | None], *, has_base: bool) -> Gates | None:
+    """An artifact variant's gates as validation sets them; 16-bit gates for a model compared with
+    a given base; none when there is nothing to compare with."""
+    if target.manifest_dir is not None and target.variant:
+        return gates_for(Manifest.read(target.manifest_dir), target.variant, overrides)
+    return default_gates(16).with_overrides(overrides) if has_base else None
+
+
+def evaluate_path(
+    path: str | Path,
+    *,
+    variant: str | None = None,
+    base: str | Path | None = None,
+    options: EvalOptions | None = None,
+    gate_overrides: dict[str, float | None] | None = None,
+    progress: Progress = no_progress,
+) -> list[EvalResult]:
+    """Evaluate everything at ``path`` (every variant of an artifact folder, or one) with the gates
+    validation would apply; nothing is recorded."""
+    results = []
+    for t in eval_targets(path, variant, runtime=(options or EvalOptions()).runtime):
+        gates = target_gates(t, gate_overrides or {}, has_base=base is not None)
+        results.append(evaluate(t, base=base, options=options, gates=gates, progress=progress))
+    return results
+
+
+def measured_files(folder: Path, manifest: Manifest, variant: str) -> dict[str, str]:
+    """The sha256 of the files a validation of ``variant`` measures, hashed as it starts."""
+    fmt = get_format(manifest.format) if manifest.format in FORMATS else None
+    files = manifest.files_of(variant, with_shared=fmt is None or fmt.variant_counts_shared_files)
+    return {f: sha256_file(folder / f) for f in files if (folder / f).is_file()}
 
 
 def validate_artifact(
@@ -50,29 +86,28 @@ def validate_artifact(
     gate_overrides: dict[str, float | None] | None = None,
     progress: Progress = no_progress,
 ) -> list[EvalResult]:
-    """Evaluate each variant (or one) against the source model and record pass/fail.
+    """Evaluate each variant (or one) against the source model and record pass/fail, with the
+    sha256 of the files measured.
 
     A variant that fails to load in its runtime is recorded as failed with the error, not raised.
     """
     from .errors import Qwen3QuantError
 
     folder = Path(folder)
-    m = load_manifest(folder)
-    names = [variant] if variant else list(m["variants"])
+    m = Manifest.read(folder)
+    names = [variant] if variant else list(m.variants)
     results = []
     for name in names:
         target = eval_targets(folder, name)[0]
-        gates = gates_for(folder, name, gate_overrides)
+        gates = gates_for(m, name, gate_overrides)
+        hashes = measured_files(folder, m, name)
         try:
             res = evaluate(target, options=options, gates=gates, progress=progress)
-            record_validation(
-                folder, name, {"passed": res.passed, "gates": gates.to_dict(), "result": res.to_dict()}
-            )
+            record = ValidationRecord(bool(res.passed), gates.to_dict(), res.to_dict(), files_sha256=hashes)
         except Qwen3QuantError as exc:
             log.error("%s %s failed validation: %s", folder.name, name, exc.one_line())
-            record_validation(
-                folder, name, {"passed": False, "gates": gates.to_dict(), "error": exc.one_line()}
-            )
+            record = ValidationRecord(False, gates.to_dict(), error=exc.one_line(), files_sha256=hashes)
             res = _failed(target, exc.one_line())
+        record_validation(folder, name, record)
         results.append(res)
     return results

@@ -156,7 +156,7 @@ def test_whole_micro_matrix_then_nothing_to_redo(tmp_path, shared_data):
         "report.md",
         "report.html",
         "report.json",
-        "size_vs_perplexity.png",
+        "size_vs_kld.png",
         "tokens_per_second.png",
     ):
         assert (rep / name).is_file(), name

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from qwen3_quant.errors import UsageError
 from qwen3_quant.formats import get_format
+from qwen3_quant.formats.base import check_contract
 from qwen3_quant.formats.gptqmodel.config import parse_threshold, threshold_tokens
 
 
@@ -46,7 +47,8 @@ def test_one_variant_per_run_with_its_bits(fmt):
     c = fmt.parse_options({"bits": 4, "group_size": 64})
     assert fmt.variants(c) == ["W4g64"]
     assert fmt.nominal_bits("W8g64") == 8 and fmt.nominal_bits("W4g128") == 4
-    assert fmt.implemented and fmt.available()
+    check_contract(fmt)  # every method of the format contract is there
+    assert fmt.available()
 
 
 @pytest.mark.parametrize(

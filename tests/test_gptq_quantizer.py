@@ -1,16 +1,14 @@
-"""The orchestration around GPTQModel without running it: policies, GPTQModel's configs, its log,
-keeping or refusing an existing artifact."""
+"""The orchestration around GPTQModel without running it: policies, GPTQModel's configs, its log
+(keeping or refusing an existing artifact is the shared rule of tests/test_artifact.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from qwen3_quant.artifact import record_variant
-from qwen3_quant.errors import ArtifactExistsError
 from qwen3_quant.formats.gptqmodel.config import parse_options
 from qwen3_quant.formats.gptqmodel.moe import RoutingStats, StarvedExpertsError
-from qwen3_quant.formats.gptqmodel.quantizer import _apply_policy, existing_artifact
+from qwen3_quant.formats.gptqmodel.quantizer import _apply_policy
 from qwen3_quant.formats.gptqmodel.worker import read_quant_log
 
 ROUTING = RoutingStats(
@@ -57,32 +55,6 @@ def test_quant_log_marks_fallback_modules(tmp_path):
     assert q["fallback"] == ["model.layers.1.mlp.experts.3.down_proj", "model.layers.1.mlp.experts.3.up_proj"]
     assert q["samples"]["model.layers.0.self_attn.q_proj"] == 512
     assert read_quant_log(tmp_path / "none.csv") == {"modules": 0, "fallback": [], "samples": {}}
-
-
-def test_existing_artifact_is_kept_only_when_identical_and_intact(tmp_path):
-    dest = tmp_path / "M-GPTQ-Int4"
-    assert not existing_artifact(dest, "W4g128", {"k": 1}, overwrite=False)
-    dest.mkdir()
-    (dest / "model.safetensors").write_bytes(b"weights")
-    record_variant(
-        dest,
-        name=dest.name,
-        fmt="gptq",
-        source={},
-        variant="W4g128",
-        files=["model.safetensors"],
-        recipe={"bits": 4},
-        details={"key": {"k": 1}},
-    )
-    assert existing_artifact(dest, "W4g128", {"k": 1}, overwrite=False)
-    assert not existing_artifact(dest, "W4g128", {"k": 2}, overwrite=True)
-    with pytest.raises(ArtifactExistsError, match="does not hold W4g128"):
-        existing_artifact(dest, "W4g128", {"k": 2}, overwrite=False)
-    with pytest.raises(ArtifactExistsError, match="does not hold W8g128"):
-        existing_artifact(dest, "W8g128", {"k": 1}, overwrite=False)
-    (dest / "model.safetensors").write_bytes(b"damaged")
-    with pytest.raises(ArtifactExistsError, match="model.safetensors differs"):
-        existing_artifact(dest, "W4g128", {"k": 1}, overwrite=False)
 
 
 def test_gptqmodel_configs_for_each_policy():

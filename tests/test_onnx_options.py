@@ -12,13 +12,15 @@ import pytest
 from qwen3_quant.catalog import catalog
 from qwen3_quant.errors import UsageError
 from qwen3_quant.formats import get_format
+from qwen3_quant.formats.base import check_contract
 from qwen3_quant.formats.onnx import FORMAT, OnnxConfig, onnx_bytes
 from qwen3_quant.formats.onnx.sizes import GRAPH_BYTES_BASE, GRAPH_BYTES_PER_LAYER
 
 
 def test_registered_and_implemented():
     assert get_format("onnx") is FORMAT
-    assert FORMAT.implemented and FORMAT.available()
+    check_contract(FORMAT)  # every method of the format contract is there
+    assert FORMAT.available()
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,8 @@ import pytest
 
 from qwen3_quant.errors import UsageError
 from qwen3_quant.formats import get_format
-from qwen3_quant.publish.naming import (
-    GGUFName,
-    gguf_file_name,
-    gguf_type,
-    model_short_name,
-    parse_gguf_file_name,
-    parse_target,
-    validate_repo_id,
-)
+from qwen3_quant.formats.gguf.naming import GGUFName, gguf_file_name, gguf_type, parse_gguf_file_name
+from qwen3_quant.publish.naming import model_short_name, parse_target, validate_repo_id
 from qwen3_quant.publish.scrub import scrub, shorten_home
 
 

@@ -99,13 +99,13 @@ def _report(spec: BuildSpec, entries: dict[str, dict[str, Any]], skipped: dict[s
         f"{sum(1 for e in entries.values() if e.get('status') == 'failed')} failed gates, "
         f"{sum(1 for e in entries.values() if e.get('status') == 'error')} errors, {len(skipped)} skipped."
     )
-    ev = spec.eval
+    from ..eval.options import EvalOptions
+
     meta = {
         "summary": summary,
         "hardware": host_description(),
         "build": spec.source,
-        "eval": f"text {ev.get('text', 'builtin:pydoc')}, ctx {ev.get('ctx', 2048)}, "
-        f"max tokens {ev.get('max_tokens', 'all')}",
+        "eval": EvalOptions.from_mapping(spec.eval).describe(),
     }
     out = spec.out / "report"
     write_report(out, rows, title=f"qwen3-quant build: {spec.name}", meta=meta)
@@ -152,7 +152,7 @@ def github_matrix(path: str | Path | None = None, *, out: str | Path | None = No
                 "cell": c.id,
                 "model": c.model,
                 "format": c.format,
-                "variant": c.variant,
+                "axis_value": c.axis_value,
                 "slug": c.id.replace("/", "--"),
                 "est_seconds": round(r.seconds or 0),
             }

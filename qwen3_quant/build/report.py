@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any
 
-from ..artifact import load_manifest_or_none
+from ..artifact import Manifest
+from ..eval.metric_table import TABLE_COLUMNS, metric
 from ..io import atomic_write_json, atomic_write_text, human_bytes
 
 
 def _variant_bytes(artifact_dir: str, variant: str) -> int | None:
+    """A variant's size as a user downloads it (with the shared config and tokenizer, unless the
+    format's shared files are by-products such as GGUF's importance matrix)."""
+    from ..formats import FORMATS, get_format
+
     folder = Path(artifact_dir)
-    m = load_manifest_or_none(folder) if folder.is_dir() else None
-    if not m or variant not in m["variants"]:
+    m = Manifest.read_or_none(folder) if folder.is_dir() else None
+    if not m or variant not in m.variants:
         return None
-    own = set(m["variants"][variant]["files"])
-    if m["format"] != "gguf":  # config, tokenizer and weights together make the artifact
-        own |= {
-            f
-            for f in m["files"]
-            if not any(f in v["files"] for n, v in m["variants"].items() if n != variant)
-        }
-    return sum(m["files"][f]["size"] for f in own if f in m["files"])
+    shared = m.format not in FORMATS or get_format(m.format).variant_counts_shared_files
+    return m.bytes_of(m.files_of(variant, with_shared=shared))
 
 
 def report_rows(entries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[dict[str, Any]]:
@@ -40,23 +38,16 @@ def report_rows(entries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> 
         }
         results = e.get("results") or []
         if not results:
-            rows.append({**base, "variant": e.get("variant") or cid.split("/")[-1]})
+            rows.append({**base, "variant": e.get("axis_value") or cid.split("/")[-1]})
         for r in results:
             rows.append(
                 {
                     **base,
-                    "variant": r.get("variant") or e.get("variant"),
+                    "variant": r.get("variant") or e.get("axis_value"),
                     "bytes": _variant_bytes(e["artifact_dir"], r.get("variant"))
                     if e.get("artifact_dir")
                     else None,
-                    "perplexity": r.get("perplexity"),
-                    "base_perplexity": r.get("base_perplexity"),
-                    "ppl_increase_pct": r.get("ppl_increase_pct"),
-                    "kld_mean": r.get("kld_mean"),
-                    "top1_agreement": r.get("top1_agreement"),
-                    "prefill_tps": r.get("prefill_tps"),
-                    "decode_tps": r.get("decode_tps"),
-                    "peak_rss_bytes": r.get("peak_rss_bytes"),
+                    **{k: r.get(k) for k in TABLE_COLUMNS},
                     "passed": r.get("passed"),
                     "failed_gates": [g["name"] for g in r.get("gates", []) if not g["passed"]],
                     "hardware": r.get("hardware"),
@@ -71,24 +62,11 @@ def report_rows(entries: dict[str, dict[str, Any]], skipped: dict[str, str]) -> 
     return rows
 
 
-def _num(v: Any, spec: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, spec)
-
-
 _COLUMNS = [
     ("cell", "cell", str),
     ("status", "status", str),
     ("size", "bytes", lambda v: human_bytes(v) if v else "-"),
-    ("ppl", "perplexity", lambda v: _num(v, ".3f")),
-    ("base ppl", "base_perplexity", lambda v: _num(v, ".3f")),
-    ("Δppl %", "ppl_increase_pct", lambda v: _num(v, "+.2f")),
-    ("KLD", "kld_mean", lambda v: _num(v, ".4f")),
-    ("top-1", "top1_agreement", lambda v: _num(v * 100 if v is not None else None, ".1f")),
-    ("prefill tok/s", "prefill_tps", lambda v: _num(v, ".1f")),
-    ("decode tok/s", "decode_tps", lambda v: _num(v, ".1f")),
-    ("peak RSS", "peak_rss_bytes", lambda v: human_bytes(v) if v else "-"),
+    *((metric(k).label, k, metric(k).format) for k in TABLE_COLUMNS),
 ]
 
 
@@ -146,30 +124,44 @@ def write_plots(out_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r.get("perplexity") is not None and r.get("bytes")]
+    done = [r for r in rows if r.get("kld_mean") is not None and r.get("bytes")]
     paths = []
     if done:
+        kld = metric("kld_mean")
         models = sorted({r["model"] for r in done})
-        fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
+        formats = sorted({r["format"] for r in done})
+        markers = dict(zip(formats, "osD^vP*Xph", strict=False))
+        fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)
         for ax, model in zip(axes[0], models, strict=True):
-            pts = [r for r in done if r["model"] == model]
-            for r in pts:
-                color = "tab:green" if r.get("passed") else "tab:red"
-                ax.scatter(r["bytes"] / 1e6, r["perplexity"], color=color)
+            pts = sorted((r for r in done if r["model"] == model), key=lambda r: r["bytes"])
+            floor = min((r["kld_mean"] for r in pts if r["kld_mean"] > 0), default=1e-6) / 2
+            for fmt in formats:
+                mine = [r for r in pts if r["format"] == fmt]
+                if not mine:
+                    continue
+                ax.scatter(
+                    [r["bytes"] / 1e6 for r in mine],
+                    [max(r["kld_mean"], floor) for r in mine],
+                    marker=markers.get(fmt, "o"),
+                    s=42,
+                    label=fmt,
+                    edgecolors=["none" if r.get("passed") else "tab:red" for r in mine],
+                    linewidths=1.5,
+                )
+            for i, r in enumerate(pts):  # alternate label offsets so that neighbours do not overlap
                 ax.annotate(
-                    f"{r['format']} {r['variant']}",
-                    (r["bytes"] / 1e6, r["perplexity"]),
-                    fontsize=7,
-                    xytext=(3, 3),
+                    str(r["variant"]),
+                    (r["bytes"] / 1e6, max(r["kld_mean"], floor)),
+                    fontsize=8,
+                    xytext=(5, 6 if i % 2 == 0 else -11),
                     textcoords="offset points",
                 )
-            base = next((r["base_perplexity"] for r in pts if r.get("base_perplexity")), None)
-            if base:
-                ax.axhline(base, color="grey", linestyle="--", linewidth=1, label="unquantised")
-                ax.legend(fontsize=7)
-            ax.set(title=model, xlabel="artifact size (MB)", ylabel="perplexity")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set(title=model, xlabel="artifact size (MB)", ylabel=f"{kld.label} vs unquantised (log)")
+            ax.legend(fontsize=8, title="format (red edge: failed gates)", title_fontsize=7)
         fig.tight_layout()
-        p = out_dir / "size_vs_perplexity.png"
+        p = out_dir / "size_vs_kld.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
         paths.append(p)

@@ -12,8 +12,9 @@ from typing import Any
 import psutil
 
 from ..errors import Qwen3QuantError
-from ..eval.evaluate import EvalOptions
+from ..eval.options import EvalOptions
 from ..formats import get_format
+from ..provenance import Provenance
 from .spec import BuildSpec, Cell
 from .state import cell_is_current, inputs_hash, load_state, update_cell
 
@@ -33,17 +34,20 @@ class PlanRow:
 
 
 def _arch_of(model: str):
-    from ..catalog import bundled_lookup, lookup
+    """The model's shapes, from the catalog or a local config.json (``None`` for a Hub id)."""
+    import json
+
     from ..catalog.architecture import ArchShape
+    from ..sources import locate_model
 
-    hit = lookup(model)
-    if hit:
-        return hit[0].arch
-    p = bundled_lookup(model) or Path(model).expanduser()
-    if (p / "config.json").is_file():
-        import json
-
-        return ArchShape.from_config(json.loads((p / "config.json").read_text()))
+    try:
+        ref = locate_model(model)
+    except Qwen3QuantError:
+        return None
+    if ref.entry is not None:
+        return ref.entry.arch
+    if ref.path is not None and (ref.path / "config.json").is_file():
+        return ArchShape.from_config(json.loads((ref.path / "config.json").read_text()))
     return None
 
 
@@ -85,16 +89,28 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
 
 
 def eval_options(spec: BuildSpec) -> EvalOptions:
-    e = spec.eval
-    return EvalOptions(
-        text=e.get("text"),
-        ctx=e.get("ctx"),
-        max_tokens=e.get("max_tokens"),
-        speed=bool(e.get("speed", True)),
-        prompt_tokens=int(e.get("prompt_tokens", 512)),
-        decode_tokens=int(e.get("decode_tokens", 64)),
-        repeats=int(e.get("repeats", 3)),
-        threads=e.get("threads"),
+    """The build's ``[eval]`` table; reference log-probabilities are shared by every cell under
+    the build's own cache folder."""
+    return EvalOptions.from_mapping(spec.eval, reference_dir=spec.out / "cache" / "reference")
+
+
+def cell_provenance(spec: BuildSpec, cell: Cell) -> Provenance:
+    """What made a cell's artifact: the equivalent ``qwen3-quant quantize`` command (which a user
+    can run as written), with the build file and cell named beside it."""
+    from ..provenance import quantize_command
+
+    extra: list[str] = []
+    for key in ("text", "ctx", "max_tokens"):  # the [eval] settings quantize's validation takes
+        if spec.eval.get(key) is not None:
+            extra += ["--" + key.replace("_", "-"), str(spec.eval[key])]
+    for name, limit in spec.gates.items():
+        extra += ["--gate", f"{name}={'off' if limit is None else format(limit, 'g')}"]
+    build_file = "" if spec.is_default else spec.source
+    return Provenance(
+        "build",
+        quantize_command(cell.model, cell.format, cell.option_dict(), extra),
+        build_file=build_file or "(the bundled demo build)",
+        cell=cell.id,
     )
 
 
@@ -103,7 +119,6 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
     cell's own failure: the error is recorded and the build goes on."""
     from ..quantize import quantize
 
-    os.environ.setdefault("QWEN3_QUANT_CACHE", str(spec.out / "cache"))  # references shared by all cells
     inputs = inputs_hash(spec, cell)
     previous = load_state(spec.state_dir)["cells"].get(cell.id) or {}
     if not force and cell_is_current(previous, inputs):
@@ -117,7 +132,7 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
         "inputs": inputs,
         "model": cell.model,
         "format": cell.format,
-        "variant": cell.variant,
+        "axis_value": cell.axis_value,
     }
     try:
         res = quantize(
@@ -128,6 +143,7 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
             validate=True,
             eval_options=eval_options(spec),
             gate_overrides=spec.gates,
+            provenance=cell_provenance(spec, cell),
             **cell.option_dict(),
         )
         entry.update(

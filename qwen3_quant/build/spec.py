@@ -49,14 +49,17 @@ DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "assets" / "build" / "d
 
 @dataclass(frozen=True)
 class Cell:
+    """One (model, format, value of the format's cell axis): ``Qwen3-8B/gptq/4``. The axis value
+    is what the build file lists (``4``), not the artifact's variant name (``W4g128``)."""
+
     model: str
     format: str
-    variant: str  # the axis value: Q4_K_M, 4, int4
+    axis_value: str  # Q4_K_M, 4, int4
     options: tuple[tuple[str, Any], ...]  # options for quantize() (axis value included)
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.format}/{self.variant}"
+        return f"{self.model}/{self.format}/{self.axis_value}"
 
     def option_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.options}
@@ -74,6 +77,11 @@ class BuildSpec:
     gates: dict[str, float | None] = field(default_factory=dict)
     publish: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def is_default(self) -> bool:
+        """The bundled demo build (no build file given)."""
+        return Path(self.source) == DEFAULT_BUILD
 
     @property
     def artifacts_dir(self) -> Path:

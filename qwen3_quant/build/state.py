@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..artifact import load_manifest_or_none, tool_version, verify_files
+from ..artifact import Manifest, tool_version, verify_files
 from ..io import atomic_write_json, file_lock
 from .spec import BuildSpec, Cell
 
@@ -48,11 +48,15 @@ def merge_states(state_dir: Path, others: list[Path]) -> dict[str, Any]:
 
 def model_identity(model: str) -> str:
     """What identifies the source model's content: a local folder's fingerprint, or spec@revision."""
-    from ..catalog import bundled_lookup
     from ..checkpoint import fingerprint
+    from ..errors import Qwen3QuantError
+    from ..sources import locate_model
 
-    p = bundled_lookup(model) or Path(model).expanduser()
-    return f"local:{fingerprint(p)}" if p.is_dir() else f"hub:{model}"
+    try:
+        ref = locate_model(model)
+    except Qwen3QuantError:  # reported when the cell runs
+        return f"unknown:{model}"
+    return f"local:{fingerprint(ref.path)}" if ref.path is not None else f"hub:{model}"
 
 
 def inputs_hash(spec: BuildSpec, cell: Cell) -> str:
@@ -80,8 +84,8 @@ def cell_is_current(entry: dict[str, Any] | None, inputs: str) -> bool:
     if not entry or entry.get("inputs") != inputs or entry.get("status") not in DONE:
         return False
     folder = Path(entry.get("artifact_dir", ""))
-    m = load_manifest_or_none(folder) if folder.is_dir() else None
+    m = Manifest.read_or_none(folder) if folder.is_dir() else None
     if not m:
         return False
-    files = [f for v in entry.get("variants", []) for f in (m["variants"].get(v) or {}).get("files", [])]
+    files = [f for v in entry.get("variants", []) if v in m.variants for f in m.variants[v].files]
     return bool(files) and not verify_files(folder, m, files)

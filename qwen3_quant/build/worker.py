@@ -16,9 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # GPTQModel's pool: libenv.prepare_env
     logging.basicConfig(level=logging.WARNING, format=f"[{args.cell}] %(levelname)s %(message)s")
-    from ..formats.gptqmodel.libenv import NOISY_LOGGERS
+    from ..formats import noisy_loggers
 
-    for noisy in NOISY_LOGGERS:
+    for noisy in noisy_loggers():
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from .run import run_cell
     from .spec import load_build, select

@@ -45,25 +45,7 @@ def catalog() -> dict[str, ModelEntry]:
     out: dict[str, ModelEntry] = {}
     for name, m in data["models"].items():
         merged = {**d, **m}
-        arch = ArchShape(
-            model_type=merged["model_type"],
-            num_hidden_layers=merged["num_hidden_layers"],
-            hidden_size=merged["hidden_size"],
-            num_attention_heads=merged["num_attention_heads"],
-            num_key_value_heads=merged["num_key_value_heads"],
-            head_dim=merged["head_dim"],
-            intermediate_size=merged["intermediate_size"],
-            vocab_size=merged["vocab_size"],
-            tie_word_embeddings=merged["tie_word_embeddings"],
-            moe_intermediate_size=merged.get("moe_intermediate_size", 0),
-            num_experts=merged.get("num_experts", 0),
-            num_experts_per_tok=merged.get("num_experts_per_tok", 0),
-            decoder_sparse_step=merged.get("decoder_sparse_step", 1),
-            rope_theta=merged["rope_theta"],
-            rms_norm_eps=merged["rms_norm_eps"],
-            max_position_embeddings=merged["max_position_embeddings"],
-            norm_topk_prob=merged.get("norm_topk_prob", True),
-        )
+        arch = ArchShape.from_config(merged)  # the catalog holds each config.json's own keys
         out[name] = ModelEntry(
             name=name,
             hub_id=merged["hub_id"],

@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "calib": ("qwen3_quant.cli.calib_cmd", "calib", "Calibration mixes: list and show with token counts."),
     "quantize": (
         "qwen3_quant.cli.quantize_cmd",
-        "quantize",
+        "make_command",
         "Quantise a model to GGUF, GPTQ, AWQ or ONNX and validate every artifact.",
     ),
     "publish": ("qwen3_quant.cli.publish_cmd", "publish", "Publish a validated artifact (Hub or folder)."),
@@ -54,7 +54,8 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        cmd = getattr(importlib.import_module(module), attr)
+        return cmd if isinstance(cmd, click.Command) else cmd()  # built now from the registered formats
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
@@ -86,9 +87,9 @@ def setup_logging(verbosity: int) -> None:
         handlers=[RichHandler(console=err_console(), show_path=verbosity > 1, show_time=verbosity > 1)],
         force=True,
     )
-    from ..formats.gptqmodel.libenv import NOISY_LOGGERS
+    from ..formats import noisy_loggers
 
-    for noisy in (*NOISY_LOGGERS, "accelerate", "httpx"):
+    for noisy in (*noisy_loggers(), "accelerate", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR if verbosity < 2 else logging.DEBUG)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if verbosity == 0 else "warning")

@@ -132,26 +132,18 @@ def _duration(s: float | None) -> str:
 def _print_outcome(outcome) -> None:
     from rich.table import Table
 
+    from ..eval.metric_table import columns
     from .console import console
 
+    shown = columns("ppl_increase_pct", "kld_mean", "decode_tps")
     t = Table(title="Build results", title_justify="left")
-    for col in ("cell", "status", "ppl Δ%", "KLD", "decode tok/s", "note"):
+    for col in ("cell", "status", *(m.label for m in shown), "note"):
         t.add_column(col)
     for cid, e in outcome.entries.items():
         res = (e.get("results") or [{}])[0]
-        d = res.get("ppl_increase_pct")
-        k = res.get("kld_mean")
-        tps = res.get("decode_tps")
-        t.add_row(
-            cid,
-            e.get("status", "?"),
-            f"{d:+.2f}" if d is not None else "-",
-            f"{k:.4f}" if k is not None else "-",
-            f"{tps:.1f}" if tps else "-",
-            e.get("error") or "",
-        )
+        t.add_row(cid, e.get("status", "?"), *(m.format(res.get(m.key)) for m in shown), e.get("error") or "")
     for cid, reason in outcome.skipped.items():
-        t.add_row(cid, "skipped", "-", "-", "-", reason)
+        t.add_row(cid, "skipped", *("-" for _ in shown), reason)
     con = console()
     con.print(t)
     if outcome.report_dir:

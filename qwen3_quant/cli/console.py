@@ -58,14 +58,6 @@ def progress_bar():
     return prog, update
 
 
-def fmt(v: Any, spec: str = ".3f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "nan" if v != v else format(v, spec)
-    return str(v)
-
-
 def short_bytes(n: float) -> str:
     """Compact size for wide tables: 639M, 5.03G, 142G."""
     for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):

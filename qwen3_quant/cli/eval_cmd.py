@@ -4,6 +4,9 @@ from pathlib import Path
 
 import click
 
+from ..eval.options import DEFAULT_TEXT, DEFAULTS
+from ..eval.protocol import DEFAULT_CTX
+
 
 def resolve_path_or_model(spec: str) -> Path:
     p = Path(spec).expanduser()
@@ -38,20 +41,40 @@ def load_dataset_text(name: str) -> Path:
     "--text",
     "text",
     help="Evaluation text: a UTF-8 file, 'wikitext2' (shared data file) or "
-    "'builtin:pydoc' (default, ships with Python).",
+    f"'{DEFAULT_TEXT}' (default, ships with Python).",
 )
 @click.option("--dataset", help="Evaluation text from the datasets library when online: wikitext2.")
 @click.option(
-    "--ctx", type=click.IntRange(2), help="Window length in tokens (default 2048, capped by the model)."
+    "--ctx",
+    type=click.IntRange(2),
+    help=f"Window length in tokens (default {DEFAULT_CTX}, capped by the model).",
 )
 @click.option("--max-tokens", type=click.IntRange(2), help="Score only the first N tokens of the text.")
 @click.option("--variant", help="One variant of a multi-variant artifact folder (e.g. Q4_K_M).")
 @click.option(
     "--speed/--no-speed", default=True, show_default=True, help="Measure prefill and decode tokens/s."
 )
-@click.option("--prompt-tokens", default=512, show_default=True, type=click.IntRange(1))
-@click.option("--decode-tokens", default=64, show_default=True, type=click.IntRange(2))
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--prompt-tokens",
+    default=DEFAULTS.prompt_tokens,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Prompt length for the prefill speed.",
+)
+@click.option(
+    "--decode-tokens",
+    default=DEFAULTS.decode_tokens,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Tokens generated for the decode speed.",
+)
+@click.option(
+    "--repeats",
+    default=DEFAULTS.repeats,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Timed runs (the median is reported).",
+)
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the runtime.")
 @click.option(
     "--gate",
@@ -91,8 +114,9 @@ def eval_(
     """Evaluate TARGET (a model name, Hub id, folder, .gguf file or artifact folder): perplexity on a
     fixed protocol, KL divergence against the unquantised model, prefill/decode tokens/s, peak memory."""
     from ..errors import UsageError
-    from ..eval.evaluate import EvalOptions, eval_targets, evaluate
+    from ..eval.evaluate import EvalOptions
     from ..eval.gates import parse_gate_overrides
+    from ..validate import evaluate_path
     from .console import console, progress_bar, write_json
     from .report_tables import eval_table
 
@@ -114,12 +138,11 @@ def eval_(
         threads=threads,
         isolate=isolate,
     )
-    results = []
     prog, update = progress_bar()
     with prog:
-        for t in eval_targets(path, variant):
-            gates = _gates(t, overrides) if (base_path or t.manifest_dir) else None
-            results.append(evaluate(t, base=base_path, options=opts, gates=gates, progress=update))
+        results = evaluate_path(
+            path, variant=variant, base=base_path, options=opts, gate_overrides=overrides, progress=update
+        )
     console().print(eval_table(results))
     name = path.stem if path.is_file() else path.name
     out = json_out or Path(f"eval-{name}.json")
@@ -127,14 +150,3 @@ def eval_(
     console().print(f"JSON: {out}", style="dim")
     if any(r.passed is False for r in results):
         raise SystemExit(3)
-
-
-def _gates(target, overrides):
-    """An artifact variant's gates as validation sets them; 16-bit gates for anything else."""
-    from ..eval.gates import default_gates
-
-    if target.manifest_dir is not None and target.variant:
-        from ..validate import gates_for
-
-        return gates_for(target.manifest_dir, target.variant, overrides)
-    return default_gates(16).with_overrides(overrides)

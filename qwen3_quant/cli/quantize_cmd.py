@@ -1,68 +1,65 @@
+"""``qwen3-quant quantize``: its format options are built from what the registered formats declare
+(``QuantFormat.options``), so a new format's flags appear without an edit here."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from ..formats import FORMATS
+from ..eval.options import DEFAULT_TEXT
 
 
-@click.command("quantize")
-@click.argument("model")
-@click.option(
-    "--format",
-    "fmt",
-    required=True,
-    type=click.Choice(list(FORMATS), case_sensitive=False),
-    help="Output format.",
-)
-@click.option("--type", "types", help="GGUF: llama.cpp type(s), comma-separated (e.g. Q8_0,Q6_K,Q4_K_M).")
-@click.option("--precision", help="ONNX: fp32, fp16, int8 or int4.")
-@click.option("--bits", type=int, help="GPTQ/AWQ: 4 or 8.")
-@click.option("--group-size", type=int, help="GPTQ/AWQ: 32, 64 or 128.")
-@click.option("--sym/--asym", default=None, help="GPTQ/AWQ: symmetric or asymmetric quantisation.")
-@click.option("--act-order/--no-act-order", default=None, help="GPTQ: quantise columns by activation order.")
-@click.option("--block-size", type=int, help="ONNX int4: 32, 64 or 128.")
-@click.option("--accuracy-level", type=int, help="ONNX int4: MatMulNBits accuracy level (0-4).")
-@click.option("--quantizer", help="ONNX int4 weight quantiser: rtn or k_quant.")
-@click.option(
-    "--imatrix/--no-imatrix",
-    default=None,
-    help="GGUF: importance matrix for K-quants (default on for 4 bits and below).",
-)
-@click.option("--calib", help="Calibration mix: a name from calib/ or a .toml file (default: default).")
-@click.option("--calib-samples", type=int, help="Override the mix's sample count.")
-@click.option("--max-shard-size", help="GGUF: split files above this size (e.g. 45G).")
-@click.option("--starved-experts", help="MoE GPTQ/AWQ: fail, calibrate-all or rtn.")
-@click.option(
-    "--starved-threshold",
-    help="MoE GPTQ/AWQ: experts routed fewer calibration tokens are starved: a count or a % of them (default 0.5%).",
-)
-@click.option("--revision", help="Hub revision of MODEL.")
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Artifact folder (default: qwen3-quant-out/<artifact name>).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace existing artifacts.")
-@click.option(
-    "--validate/--no-validate",
-    default=True,
-    show_default=True,
-    help="Validate each artifact in its runtime (perplexity, KLD, speed, gates).",
-)
-@click.option("--text", help="Validation text (default builtin:pydoc; 'wikitext2' or a file).")
-@click.option("--ctx", type=click.IntRange(2), help="Validation window length.")
-@click.option("--max-tokens", type=click.IntRange(2), help="Validate on the first N tokens only.")
-@click.option(
-    "--gate", "gate_opts", multiple=True, metavar="NAME=VALUE", help="Gate override (ppl=, kld=, top1=)."
-)
-@click.option(
-    "--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON here."
-)
-def quantize(
+def format_option_params() -> list[click.Option]:
+    """One click option per option name any registered format declares; the help says which
+    formats take it and their defaults."""
+    from ..errors import FormatContractError
+    from ..formats import all_formats
+
+    by_name: dict[str, list] = {}
+    for f in all_formats():
+        for o in f.options:
+            by_name.setdefault(o.name, []).append((f, o))
+    params = []
+    for name, decls in by_name.items():
+        first = decls[0][1]
+        for f, o in decls[1:]:
+            if (o.type, o.cli_flag, o.off_flag) != (first.type, first.cli_flag, first.off_flag):
+                raise FormatContractError(
+                    f"format {f.name!r} declares option {name!r} unlike format {decls[0][0].name!r}"
+                )
+        texts: dict[str, list[str]] = {}
+        for f, o in decls:
+            text = o.help + (f" Default: {o.default}." if o.default is not None else "")
+            texts.setdefault(text, []).append(f.name.upper())
+        help_text = " ".join(f"{'/'.join(names)}: {text}" for text, names in texts.items())
+        if first.type is bool:
+            decl = f"{first.cli_flag}/{first.cli_off_flag}"
+            params.append(click.Option([decl, name], default=None, help=help_text))
+        else:
+            ptype = int if first.type is int else str
+            params.append(
+                click.Option(
+                    [first.cli_flag, name], type=ptype, metavar=first.metavar or None, help=help_text
+                )
+            )
+    return params
+
+
+def _split_lists(options: dict) -> dict:
+    """Comma-separated values of list options, as the formats take them."""
+    from ..formats import find_option
+
+    out = {}
+    for k, v in options.items():
+        o = find_option(k)
+        if v is not None and o is not None and o.type is list:
+            v = [t.strip() for t in str(v).split(",") if t.strip()]
+        out[k] = v
+    return out
+
+
+def run_quantize(
     model: str,
     fmt: str,
     out_dir: Path | None,
@@ -80,13 +77,26 @@ def quantize(
     validate every artifact in the runtime that serves it."""
     from ..eval.evaluate import EvalOptions
     from ..eval.gates import parse_gate_overrides
+    from ..provenance import Provenance, quantize_command
     from ..quantize import quantize as run
     from .console import console, progress_bar, write_json
     from .report_tables import eval_table
 
-    if options.get("types"):
-        options["types"] = [t.strip() for t in options["types"].split(",") if t.strip()]
+    options = _split_lists({k: v for k, v in options.items() if v is not None})
     overrides = parse_gate_overrides(gate_opts)
+    extra: list[str] = []
+    for flag, value in (
+        ("--revision", revision),
+        ("-o", out_dir),
+        ("--text", text),
+        ("--ctx", ctx),
+        ("--max-tokens", max_tokens),
+    ):
+        if value is not None:
+            extra += [flag, str(value)]
+    extra += [w for g in gate_opts for w in ("--gate", g)]
+    extra += (["--overwrite"] if overwrite else []) + ([] if validate else ["--no-validate"])
+    provenance = Provenance("cli", quantize_command(model, fmt.lower(), options, extra))
     prog, update = progress_bar()
     with prog:
         res = run(
@@ -99,6 +109,7 @@ def quantize(
             eval_options=EvalOptions(text=text, ctx=ctx, max_tokens=max_tokens),
             gate_overrides=overrides,
             progress=update,
+            provenance=provenance,
             **options,
         )
     con = console()
@@ -117,3 +128,47 @@ def quantize(
         )
     if res.passed is False:
         raise SystemExit(3)
+
+
+def make_command() -> click.Command:
+    """The command, with the format options of the formats registered now."""
+    from ..formats import FORMATS
+
+    common = [
+        click.Argument(["model"]),
+        click.Option(
+            ["--format", "fmt"],
+            required=True,
+            metavar="FORMAT",
+            help="Output format: " + ", ".join(FORMATS) + ".",
+        ),
+        *format_option_params(),
+        click.Option(["--revision"], help="Hub revision of MODEL."),
+        click.Option(
+            ["-o", "--out", "out_dir"],
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Artifact folder (default: qwen3-quant-out/<artifact name>).",
+        ),
+        click.Option(["--overwrite"], is_flag=True, help="Replace existing artifacts."),
+        click.Option(
+            ["--validate/--no-validate"],
+            default=True,
+            show_default=True,
+            help="Validate each artifact in its runtime (perplexity, KLD, speed, gates).",
+        ),
+        click.Option(["--text"], help=f"Validation text (default {DEFAULT_TEXT}; 'wikitext2' or a file)."),
+        click.Option(["--ctx"], type=click.IntRange(2), help="Validation window length."),
+        click.Option(["--max-tokens"], type=click.IntRange(2), help="Validate on the first N tokens only."),
+        click.Option(
+            ["--gate", "gate_opts"],
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Gate override (ppl=, kld=, top1=).",
+        ),
+        click.Option(
+            ["--json-out"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write results as JSON here.",
+        ),
+    ]
+    return click.Command("quantize", callback=run_quantize, params=common, help=run_quantize.__doc__)

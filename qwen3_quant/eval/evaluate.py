@@ -12,42 +12,23 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import host_description, load_manifest_or_none
+from ..artifact import Manifest, host_description
 from ..checkpoint import fingerprint
 from ..errors import UsageError
+from ..formats.base import EvalTarget
 from ..io import cache_root
 from ..textdata import load_eval_text
 from . import metrics
 from .gates import Gates, check_gates
+from .metric_table import GATED
+from .options import EvalOptions
 from .protocol import PROTOCOL_VERSION, effective_ctx, make_windows, text_sha256
-from .reference import (
-    DEFAULT_TOPK,
-    Scores,
-    load_reference,
-    reference_path,
-    save_reference,
-    score_windows,
-)
-from .runner import detect_runtime, open_runner
+from .reference import Scores, load_reference, reference_path, save_reference, score_windows
+from .runner import REFERENCE, detect_runtime, open_runner
 from .speed import PeakRSS, measure_speed
 
+__all__ = ["EvalOptions", "EvalResult", "EvalTarget", "eval_targets", "evaluate", "get_reference"]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalOptions:
-    text: str | None = None  # builtin:pydoc (default), wikitext2, or a file path
-    ctx: int | None = None  # default 2048, capped by the model
-    max_tokens: int | None = None
-    topk: int = DEFAULT_TOPK
-    speed: bool = True
-    prompt_tokens: int = 512
-    decode_tokens: int = 64
-    repeats: int = 3
-    threads: int | None = None
-    reference_dir: Path | None = None
-    isolate: bool = False  # score the artifact in a fresh process (clean peak-memory figure)
-    runtime: str | None = None
 
 
 @dataclass
@@ -85,31 +66,21 @@ class EvalResult:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class EvalTarget:
-    path: Path  # what the runtime loads
-    runtime: str
-    variant: str | None
-    manifest_dir: Path | None
-
-
 def eval_targets(
     path: str | Path, variant: str | None = None, runtime: str | None = None
 ) -> list[EvalTarget]:
-    """An artifact folder with several variants (GGUF types) gives one target per variant."""
+    """What to evaluate at ``path``: an artifact folder's format says (one target per GGUF type);
+    a plain model folder or file is served by the runtime that recognises it."""
+    from ..formats import FORMATS, get_format
+
     p = Path(path)
     folder = p.parent if p.is_file() else p
-    manifest = load_manifest_or_none(folder)
-    if manifest and p.is_dir() and manifest["format"] == "gguf":
-        names = [variant] if variant else list(manifest["variants"])
-        missing = [n for n in names if n not in manifest["variants"]]
-        if missing:
-            raise UsageError(
-                f"{p} has no variant {missing[0]}", hint="variants: " + ", ".join(manifest["variants"])
-            )
-        return [EvalTarget(p / manifest["variants"][n]["files"][0], "llama.cpp", n, p) for n in names]
-    if manifest:
-        names = [n for n, v in manifest["variants"].items() if p.is_dir() or p.name in v["files"]]
+    manifest = Manifest.read_or_none(folder)
+    if manifest and manifest.format in FORMATS:
+        targets = get_format(manifest.format).eval_targets(p, manifest, variant)
+        return [EvalTarget(t.path, runtime or t.runtime, t.variant, t.manifest_dir) for t in targets]
+    if manifest:  # a folder another tool (or an unregistered format) recorded: served as it looks
+        names = [n for n, v in manifest.variants.items() if p.is_dir() or p.name in v.files]
         return [EvalTarget(p, runtime or detect_runtime(p), variant or (names[0] if names else None), folder)]
     return [EvalTarget(p, runtime or detect_runtime(p), variant, None)]
 
@@ -117,9 +88,9 @@ def eval_targets(
 def base_of(target: EvalTarget) -> Path | None:
     """The unquantised model an artifact was made from, as its manifest records it."""
     if target.manifest_dir is None:
-        return target.path if target.runtime == "transformers" else None
-    src = (load_manifest_or_none(target.manifest_dir) or {}).get("source") or {}
-    p = Path(src["path"]) if src.get("path") else None
+        return target.path if target.runtime == REFERENCE.name else None
+    m = Manifest.read_or_none(target.manifest_dir)
+    p = Path(m.source["path"]) if m and m.source.get("path") else None
     return p if p and p.is_dir() else None
 
 
@@ -165,7 +136,7 @@ def get_reference(
     ref = load_reference(path)
     if ref is None:
         windows = make_windows(len(tokens), ctx)
-        with open_runner(base, ctx=ctx, threads=threads, runtime="transformers") as runner:
+        with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name) as runner:
             ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress)
         save_reference(path, ref)
         log.info("stored reference log-probabilities in %s", path)
@@ -285,12 +256,7 @@ def evaluate(
         res.prefill_tps, res.decode_tps = sp.prefill_tps, sp.decode_tps
         res.prompt_tokens, res.decode_tokens = sp.prompt_tokens, sp.decode_tokens
     if gates is not None:
-        results = check_gates(
-            gates,
-            ppl_increase_pct=res.ppl_increase_pct,
-            kld_mean=res.kld_mean,
-            top1_agreement=res.top1_agreement,
-        )
+        results = check_gates(gates, **{m.key: getattr(res, m.key) for m in GATED})
         res.gates = [asdict(g) for g in results]
         res.passed = all(g.passed for g in results)
     return res
@@ -299,5 +265,5 @@ def evaluate(
 def perplexity_only(model_dir: str | Path, text: str, *, ctx: int) -> Scores:
     """Perplexity of an unquantised folder on a text, on the fixed protocol (used by scripts)."""
     tokens = _tokenize(Path(model_dir), text, None)
-    with open_runner(Path(model_dir), ctx=ctx, runtime="transformers") as runner:
+    with open_runner(Path(model_dir), ctx=ctx, runtime=REFERENCE.name) as runner:
         return score_windows(runner, tokens, make_windows(len(tokens), ctx))

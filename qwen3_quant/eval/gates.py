@@ -1,29 +1,54 @@
-"""Pass/fail gates for validated artifacts, configurable, with defaults by nominal bit width."""
+"""Pass/fail gates for validated artifacts, configurable, with defaults by nominal bit width.
+
+Which metrics are gated, in which direction, and under which names comes from
+:mod:`.metric_table`; the default limits per bit width from ``gates.toml``.
+"""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 
 from ..errors import UsageError
+from .metric_table import GATE_NAMES, GATED, gated_metric
 
-GATE_NAMES = ("max_ppl_increase_pct", "max_kld_mean", "min_top1_agreement")
-_ALIASES = {"ppl": "max_ppl_increase_pct", "kld": "max_kld_mean", "top1": "min_top1_agreement"}
+__all__ = ["GATE_NAMES", "Gates", "GateResult", "default_gates", "parse_gate_overrides", "check_gates"]
 
 
-@dataclass(frozen=True)
 class Gates:
-    max_ppl_increase_pct: float | None = None
-    max_kld_mean: float | None = None
-    min_top1_agreement: float | None = None
+    """Limits by gate name (``max_kld_mean``); ``None`` switches a gate off. Read a limit as an
+    attribute (``gates.max_kld_mean``)."""
 
-    def with_overrides(self, overrides: dict[str, float | None]) -> Gates:
-        return replace(self, **overrides) if overrides else self
+    __slots__ = ("_limits",)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __init__(self, limits: Mapping[str, float | None] | None = None, **named: float | None):
+        merged = {**(limits or {}), **named}
+        unknown = [k for k in merged if k not in GATE_NAMES]
+        if unknown:
+            raise UsageError(f"unknown gate '{unknown[0]}'", hint="gates: " + ", ".join(GATE_NAMES))
+        self._limits = MappingProxyType({g: merged.get(g) for g in GATE_NAMES})
+
+    def __getattr__(self, name: str) -> float | None:
+        try:
+            return self._limits[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Gates) and dict(self._limits) == dict(other._limits)
+
+    def __repr__(self) -> str:
+        return f"Gates({dict(self._limits)})"
+
+    def with_overrides(self, overrides: Mapping[str, float | None] | None) -> Gates:
+        return Gates({**self._limits, **overrides}) if overrides else self
+
+    def to_dict(self) -> dict[str, float | None]:
+        return dict(self._limits)
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,7 @@ class GateResult:
 @cache
 def _table() -> dict[int, Gates]:
     data = tomllib.loads((Path(__file__).with_name("gates.toml")).read_text())
-    return {int(b): Gates(**v) for b, v in data["bits"].items()}
+    return {int(b): Gates(v) for b, v in data["bits"].items()}
 
 
 def default_gates(bits: int) -> Gates:
@@ -51,13 +76,17 @@ def default_gates(bits: int) -> Gates:
 def parse_gate_overrides(items: list[str] | tuple[str, ...]) -> dict[str, float | None]:
     """``["ppl=10", "kld=off"]`` -> ``{"max_ppl_increase_pct": 10.0, "max_kld_mean": None}``."""
     out: dict[str, float | None] = {}
+    aliases = ", ".join(m.gate_alias for m in GATED)
     for item in items:
         key, sep, val = item.partition("=")
-        name = _ALIASES.get(key.strip(), key.strip())
-        if not sep or name not in GATE_NAMES:
+        try:
+            name = gated_metric(key.strip()).gate
+        except KeyError:
+            name = None
+        if not sep or name is None:
             raise UsageError(
                 f"bad gate '{item}'",
-                hint="write NAME=VALUE with NAME one of ppl, kld, top1 "
+                hint=f"write NAME=VALUE with NAME one of {aliases} "
                 "(or " + ", ".join(GATE_NAMES) + ") and VALUE a number or off",
             )
         if val.strip().lower() in ("off", "none", ""):
@@ -70,19 +99,14 @@ def parse_gate_overrides(items: list[str] | tuple[str, ...]) -> dict[str, float 
     return out
 
 
-def check_gates(
-    gates: Gates, *, ppl_increase_pct: float | None, kld_mean: float | None, top1_agreement: float | None
-) -> list[GateResult]:
+def check_gates(gates: Gates, **values: float | None) -> list[GateResult]:
+    """Judge the gated metrics given by result field (``kld_mean=0.01``); a metric without a value
+    or a gate switched off is not judged."""
     out = []
-    checks = (
-        ("max_ppl_increase_pct", ppl_increase_pct, lambda v, lim: v <= lim),
-        ("max_kld_mean", kld_mean, lambda v, lim: v <= lim),
-        ("min_top1_agreement", top1_agreement, lambda v, lim: v >= lim),
-    )
-    for name, value, ok in checks:
-        limit = getattr(gates, name)
+    for m in GATED:
+        limit = getattr(gates, m.gate)
+        value = values.get(m.key)
         if limit is None or value is None:
             continue
-        passed = value == value and ok(value, limit)  # NaN fails
-        out.append(GateResult(name, float(value), float(limit), bool(passed)))
+        out.append(GateResult(m.gate, float(value), float(limit), m.passes(float(value), float(limit))))
     return out

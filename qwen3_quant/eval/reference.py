@@ -17,7 +17,6 @@ from . import metrics
 from .protocol import PROTOCOL_VERSION, Window
 
 log = logging.getLogger(__name__)
-DEFAULT_TOPK = 32
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""The runner interface every runtime implements, and the registry of runners keyed by runtime."""
+"""The runner interface every runtime implements, and finding the runner of a runtime: the
+reference runtime (transformers, for unquantised checkpoints) and the runtimes the formats declare."""
 
 from __future__ import annotations
 
 import importlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,13 +13,11 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import MissingFileError, UsageError
+from ..formats.base import Runtime
 
-RUNNERS: dict[str, str] = {
-    "transformers": "qwen3_quant.eval.transformers_runner:TransformersRunner",
-    "gptqmodel": "qwen3_quant.formats.gptqmodel.runner:GPTQModelRunner",
-    "llama.cpp": "qwen3_quant.formats.gguf.runner:LlamaCppRunner",
-    "onnxruntime": "qwen3_quant.formats.onnx.runner:OnnxRuntimeRunner",
-}
+REFERENCE = Runtime(
+    "transformers", "qwen3_quant.eval.transformers_runner:TransformersRunner", "transformers (fp32)"
+)
 
 
 @dataclass(frozen=True)
@@ -75,25 +73,36 @@ class Runner(ABC):
         self.close()
 
 
+def runtimes() -> dict[str, Runtime]:
+    """Every runtime by name: the reference and those the registered formats declare."""
+    from ..formats import all_formats
+
+    out = {REFERENCE.name: REFERENCE}
+    for f in all_formats():
+        out.update({r.name: r for r in f.runtimes})
+    return out
+
+
 def detect_runtime(path: Path) -> str:
-    """Which runtime serves an artifact: a .gguf file, an ONNX folder, a (quantised) HF folder."""
+    """Which runtime serves an artifact without a manifest: the first format that recognises it,
+    else the reference runtime for a model folder."""
+    from ..formats import all_formats
+
     p = Path(path)
     if not p.exists():
         raise MissingFileError(
             f"artifact not found: {p}", hint="pass a model folder, a .gguf file or an artifact folder"
         )
+    for f in all_formats():
+        runtime = f.recognises(p)
+        if runtime:
+            return runtime
     if p.is_file():
-        if p.suffix == ".gguf":
-            return "llama.cpp"
         raise UsageError(
             f"cannot tell which runtime serves {p.name}", hint="pass a .gguf file or a model folder"
         )
-    if (p / "genai_config.json").is_file() or any(p.glob("*.onnx")):
-        return "onnxruntime"
-    cfg = p / "config.json"
-    if cfg.is_file():
-        qc = json.loads(cfg.read_text()).get("quantization_config") or {}
-        return "gptqmodel" if qc.get("quant_method") in ("gptq", "awq") else "transformers"
+    if (p / "config.json").is_file():
+        return REFERENCE.name
     raise UsageError(
         f"{p} is neither a model folder nor an artifact",
         hint="pass a folder with config.json, an ONNX folder or a .gguf file",
@@ -101,9 +110,10 @@ def detect_runtime(path: Path) -> str:
 
 
 def runner_class(runtime: str) -> type[Runner]:
-    if runtime not in RUNNERS:
-        raise UsageError(f"unknown runtime '{runtime}'", hint="one of: " + ", ".join(RUNNERS))
-    module, attr = RUNNERS[runtime].split(":")
+    known = runtimes()
+    if runtime not in known:
+        raise UsageError(f"unknown runtime '{runtime}'", hint="one of: " + ", ".join(known))
+    module, attr = known[runtime].runner.split(":")
     return getattr(importlib.import_module(module), attr)
 
 

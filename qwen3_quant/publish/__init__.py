@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifact import MANIFEST, load_manifest
+from ..artifact import MANIFEST, Manifest
 from ..errors import UsageError
 from ..formats.base import Progress, no_progress
 from .bundle import (
@@ -142,7 +142,7 @@ def build_bundle(
     from .card import CardContext, render_card
 
     folder = Path(artifact_dir)
-    manifest = load_manifest(folder)
+    manifest = Manifest.read(folder)
     names = select_variants(manifest, list(variants or []))
     statuses, forced = check_validation(manifest, names, force)
     paths = payload_paths(manifest, names)
@@ -152,7 +152,7 @@ def build_bundle(
         check_file_sizes(bundle, limits)  # before hours of hashing
     verify_payload(folder, manifest, [p for p, _ in paths], progress)
 
-    config = json.loads((folder / "config.json").read_text()) if "config.json" in manifest["files"] else None
+    config = json.loads((folder / "config.json").read_text()) if "config.json" in manifest.files else None
     bundle.card = render_card(CardContext(bundle, repo_id, config))
     generated = [
         generated_file(CARD, bundle.card.encode()),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifact import MANIFEST, verify_files
+from ..artifact import MANIFEST, FileRecord, Manifest, verify_files
 from ..errors import PublishError, UsageError, ValidationFailedError
 from ..formats.base import Progress, no_progress
 from ..io import human_bytes
@@ -58,7 +58,7 @@ class VariantStatus:
 @dataclass
 class Bundle:
     artifact_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     variants: list[str]
     files: list[PublishFile] = field(default_factory=list)
     statuses: list[VariantStatus] = field(default_factory=list)
@@ -67,7 +67,7 @@ class Bundle:
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def payload(self) -> list[PublishFile]:
@@ -86,19 +86,17 @@ class Bundle:
         return next(f for f in self.files if f.path == path)
 
 
-def select_variants(manifest: dict[str, Any], names: list[str] | tuple[str, ...] | None) -> list[str]:
-    have = list(manifest.get("variants") or {})
+def select_variants(manifest: Manifest, names: list[str] | tuple[str, ...] | None) -> list[str]:
+    have = list(manifest.variants)
     if not have:
-        raise PublishError(
-            f"{manifest.get('name')} has no variants in its {MANIFEST}", hint="quantise it first"
-        )
+        raise PublishError(f"{manifest.name} has no variants in its {MANIFEST}", hint="quantise it first")
     if not names:
         return have
     lower = {v.lower(): v for v in have}
     out = []
     for n in names:
         if n.lower() not in lower:
-            raise UsageError(f"{manifest['name']} has no variant '{n}'", hint="variants: " + ", ".join(have))
+            raise UsageError(f"{manifest.name} has no variant '{n}'", hint="variants: " + ", ".join(have))
         if lower[n.lower()] not in out:
             out.append(lower[n.lower()])
     return out
@@ -111,23 +109,29 @@ def _gate_problem(g: dict[str, Any]) -> str:
     return f"{g.get('name')} {g.get('value', float('nan')):.4g} {op} {g.get('limit', float('nan')):.4g}"
 
 
-def validation_status(manifest: dict[str, Any], variant: str) -> VariantStatus:
-    v = (manifest.get("variants") or {}).get(variant) or {}
-    val = v.get("validation")
-    if not val:
+def validation_status(manifest: Manifest, variant: str) -> VariantStatus:
+    val = manifest.variants[variant].validation
+    if val is None:
         return VariantStatus(variant, False, ("not validated",))
-    if val.get("passed") is True:
+    changed = [
+        f
+        for f, sha in val.files_sha256.items()
+        if (rec := manifest.files.get(f)) is None or rec.sha256 != sha
+    ]
+    if changed:  # the validation measured other bytes than the manifest now records (another run's)
+        return VariantStatus(variant, False, (f"validated a different {changed[0]} than the one recorded",))
+    if val.passed:
         return VariantStatus(variant, True)
     problems = []
-    if val.get("error"):
-        problems.append(f"failed to load: {val['error']}")
-    res = val.get("result") or {}
+    if val.error:
+        problems.append(f"failed to load: {val.error}")
+    res = val.result or {}
     problems += [_gate_problem(g) for g in res.get("gates") or [] if not g.get("passed")]
     return VariantStatus(variant, False, tuple(problems) or ("validation failed",))
 
 
 def check_validation(
-    manifest: dict[str, Any], variants: list[str], force: bool
+    manifest: Manifest, variants: list[str], force: bool
 ) -> tuple[list[VariantStatus], list[str]]:
     """Refuse variants whose validation failed or is missing, unless ``force``.
 
@@ -145,65 +149,61 @@ def check_validation(
             hint = "quantise again with more bits or a better recipe"
         hint += ", or pass --force to publish anyway (the card will say so)"
         raise ValidationFailedError(
-            f"refusing to publish {manifest['name']}: " + ", ".join(s.describe() for s in bad), hint=hint
+            f"refusing to publish {manifest.name}: " + ", ".join(s.describe() for s in bad), hint=hint
         )
     for s in bad:
         log.warning("publishing %s although it did not pass validation (--force)", s.describe())
     return statuses, [s.describe() for s in bad]
 
 
-def payload_paths(manifest: dict[str, Any], variants: list[str]) -> list[tuple[str, str | None]]:
+def payload_paths(manifest: Manifest, variants: list[str]) -> list[tuple[str, str | None]]:
     """``(path, variant)`` of the files to publish: the chosen variants' files and the shared ones
     (files in the manifest that belong to no variant: config, tokenizer)."""
-    owned: dict[str, str] = {}
-    for name, v in manifest["variants"].items():
-        for f in v.get("files") or []:
-            owned.setdefault(f, name)
     out: list[tuple[str, str | None]] = []
     for name in variants:
-        for f in manifest["variants"][name].get("files") or []:
-            if f not in manifest["files"]:
+        for f in manifest.variants[name].files:
+            if f not in manifest.files:
                 raise PublishError(
-                    f"{manifest['name']}: {f} (variant {name}) has no size and sha256 in {MANIFEST}",
+                    f"{manifest.name}: {f} (variant {name}) has no size and sha256 in {MANIFEST}",
                     hint="re-quantise the variant so that its files are recorded",
                 )
             out.append((f, name))
-    out += [(f, None) for f in manifest["files"] if f not in owned]
+    out += [(f, None) for f in manifest.shared_files]
     clash = sorted({f for f, _ in out} & set(GENERATED))
     if clash:
         raise PublishError(
-            f"{manifest['name']}: {clash[0]} is an artifact file and would clash with the generated one",
+            f"{manifest.name}: {clash[0]} is an artifact file and would clash with the generated one",
             hint="rename the file in the artifact",
         )
     return out
 
 
-def _mismatch(folder: Path, meta: dict[str, Any] | None, path: str) -> str:
+def _mismatch(folder: Path, meta: FileRecord | None, path: str) -> str:
     p = folder / path
     if meta is None:
         return "is not in the manifest"
     if not p.is_file():
         return "is missing"
     size = p.stat().st_size
-    if size != meta["size"]:
-        return f"is {size} bytes, the manifest recorded {meta['size']}"
+    if size != meta.size:
+        return f"is {size} bytes, the manifest recorded {meta.size}"
     return "has a different sha256 from the one recorded at quantisation"
 
 
 def verify_payload(
-    folder: Path, manifest: dict[str, Any], paths: list[str], progress: Progress = no_progress
+    folder: Path, manifest: Manifest, paths: list[str], progress: Progress = no_progress
 ) -> None:
     """Check every file's size and sha256 against the manifest; one line naming the first bad file."""
-    total = sum(manifest["files"][p]["size"] for p in paths)
+    total = manifest.bytes_of(paths)
     done = 0
     progress("verify sha256", 0, total)
     for p in paths:
         if verify_files(folder, manifest, [p]):
             raise PublishError(
-                f"refusing to publish {manifest['name']}: {p} {_mismatch(folder, manifest['files'].get(p), p)}",
+                f"refusing to publish {manifest.name}: {p} {_mismatch(folder, manifest.files.get(p), p)}",
                 hint="the file changed after quantisation; restore it or quantise again",
             )
-        done += manifest["files"][p]["size"]
+        done += manifest.files[p].size
         progress("verify sha256", done, total)
     log.info("verified %d files (%s) against %s", len(paths), human_bytes(total), MANIFEST)
 
@@ -223,21 +223,22 @@ def eval_document(bundle: Bundle, base_model: str) -> dict[str, Any]:
     m = bundle.manifest
     variants = {}
     for s in bundle.statuses:
-        val = m["variants"][s.name].get("validation") or {}
+        rec = m.variants[s.name]
+        val = rec.validation
         variants[s.name] = {
             "passed": s.passed,
             "problems": list(s.problems),
-            "gates": val.get("gates"),
-            "result": _clean_result(val["result"], base_model) if val.get("result") else None,
-            "error": scrub(val.get("error")),
-            "files": list(m["variants"][s.name].get("files") or []),
+            "gates": val.gates if val else None,
+            "result": _clean_result(val.result, base_model) if val and val.result else None,
+            "error": scrub(val.error if val else None),
+            "files": list(rec.files),
         }
     return {
         "schema": EVAL_SCHEMA,
-        "name": m["name"],
-        "format": m["format"],
+        "name": m.name,
+        "format": m.format,
         "base_model": base_model,
-        "tool": m.get("tool"),
+        "tool": m.tool,
         "forced": bool(bundle.forced),
         "forced_failures": list(bundle.forced),
         "variants": variants,
@@ -247,31 +248,29 @@ def eval_document(bundle: Bundle, base_model: str) -> dict[str, Any]:
 def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, Any]:
     """The artifact manifest restricted to what is published, commands scrubbed, and without the
     local source path when the publish leaves the machine."""
-    m = json.loads(json.dumps(bundle.manifest))
+    base = base_model_of(bundle.manifest)
+    m = json.loads(json.dumps(bundle.manifest.to_dict()))
     m["variants"] = {k: v for k, v in m["variants"].items() if k in bundle.variants}
     keep = {f.path for f in bundle.payload}
     m["files"] = {k: v for k, v in m["files"].items() if k in keep}
     for v in m["variants"].values():
-        v["command"] = _clean_command(v.get("command"))
+        if v.get("provenance"):
+            v["provenance"] = {k: public_text(str(x)) for k, x in v["provenance"].items()}
         val = v.get("validation") or {}
         if val.get("result"):
-            val["result"] = _clean_result(val["result"], base_model_of(m))
+            val["result"] = _clean_result(val["result"], base)
         if val.get("error"):
             val["error"] = scrub(val["error"])
     if not keep_source_path:
-        src = m.get("source") or {}
+        src = m["source"]
         m["source"] = {**src, "path": None, "spec": shorten_home(src["spec"]) if src.get("spec") else None}
     return m
 
 
-def _clean_command(cmd: str | None) -> str | None:
-    return public_text(cmd) if cmd else cmd
-
-
-def base_model_of(manifest: dict[str, Any]) -> str:
+def base_model_of(manifest: Manifest) -> str:
     """The card's ``base_model``: the source's Hub id, else its name (local models)."""
-    src = manifest.get("source") or {}
-    return src.get("hub_id") or src.get("name") or manifest["name"]
+    src = manifest.source
+    return src.get("hub_id") or src.get("name") or manifest.name
 
 
 def generated_file(path: str, data: bytes) -> PublishFile:
@@ -283,6 +282,6 @@ def checksums_text(files: list[PublishFile]) -> str:
     return "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
 
 
-def source_file(folder: Path, manifest: dict[str, Any], path: str, variant: str | None) -> PublishFile:
-    meta = manifest["files"][path]
-    return PublishFile(path, int(meta["size"]), meta["sha256"], source=folder / path, variant=variant)
+def source_file(folder: Path, manifest: Manifest, path: str, variant: str | None) -> PublishFile:
+    meta = manifest.files[path]
+    return PublishFile(path, meta.size, meta.sha256, source=folder / path, variant=variant)

@@ -9,39 +9,41 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..artifact import Manifest
+from ..eval.metric_table import gated_metric, metric
+from ..formats.base import UsageContext
 from ..io import human_bytes
 from .bundle import CHECKSUMS, EVAL_JSON, Bundle, VariantStatus, base_model_of
 from .scrub import public_text, scrub
-from .usage import UsageContext, usage_section
+from .usage import usage_section
 
 log = logging.getLogger(__name__)
 
 
 def format_info(fmt: str) -> tuple[str, str, str]:
-    """What an artifact of ``fmt`` is, its Hub library_name, and the runtime that validates it."""
+    """What an artifact of ``fmt`` is, its Hub library_name, and the runtime that validates it
+    (a plain transformers checkpoint for formats the registry does not know)."""
     from ..formats import FORMATS, get_format
 
     if fmt not in FORMATS:
         return "safetensors checkpoint for transformers", "transformers", "transformers"
     f = get_format(fmt)
-    return f.card_description, f.hub_library, f.runtime.replace("+", " + ")
+    return f.card_description, f.hub_library, f.runtimes[0].display
 
 
+# rows every format's recipe may have; formats add their own (QuantFormat.recipe_labels)
 _RECIPE_LABELS = {
-    "type": "Type",
     "bits": "Bits",
-    "group_size": "Group size",
-    "sym": "Symmetric",
-    "act_order": "Activation order",
-    "desc_act": "Activation order",
-    "precision": "Precision",
-    "block_size": "Block size",
-    "accuracy_level": "Accuracy level",
     "quantizer": "Quantiser",
-    "imatrix": "Importance matrix",
     "calibration": "Calibration",
     "dtype": "Data type",
 }
+
+
+def recipe_labels(fmt: str) -> dict[str, str]:
+    from ..formats import FORMATS, get_format
+
+    return {**_RECIPE_LABELS, **(dict(get_format(fmt).recipe_labels) if fmt in FORMATS else {})}
 
 
 @dataclass
@@ -52,12 +54,12 @@ class CardContext:
     extra_tags: list[str] = field(default_factory=list)
 
 
-def license_info(manifest: dict[str, Any]) -> dict[str, str]:
+def license_info(manifest: Manifest) -> dict[str, str]:
     """Front-matter licence fields: the Qwen3 models' Apache-2.0 with a link to their LICENSE file;
     ``other`` (pointing at the base model) for sources the catalog does not know."""
     from .. import catalog
 
-    src = manifest.get("source") or {}
+    src = manifest.source
     for key in (src.get("hub_id"), src.get("name")):
         hit = catalog.lookup(key) if key else None
         if hit:
@@ -70,7 +72,7 @@ def license_info(manifest: dict[str, Any]) -> dict[str, str]:
     if src.get("name") and catalog.bundled_lookup(src["name"]):
         return {"license": "apache-2.0"}
     log.warning(
-        "%s: unknown base model licence; the card says 'other' and points at the base model", manifest["name"]
+        "%s: unknown base model licence; the card says 'other' and points at the base model", manifest.name
     )
     out = {"license": "other", "license_name": "base-model-license"}
     if src.get("hub_id"):
@@ -78,28 +80,25 @@ def license_info(manifest: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def is_moe(manifest: dict[str, Any], config: dict[str, Any] | None) -> bool:
+def is_moe(manifest: Manifest, config: dict[str, Any] | None) -> bool:
     from .. import catalog
 
     if config and "moe" in str((config.get("text_config") or config).get("model_type", "")):
         return True
-    src = manifest.get("source") or {}
+    src = manifest.source
     hit = catalog.lookup(src.get("hub_id") or src.get("name") or "")
     return bool(hit and hit[0].arch.num_experts)
 
 
 def _recipes(bundle: Bundle) -> dict[str, dict[str, Any]]:
-    return {v: bundle.manifest["variants"][v].get("recipe") or {} for v in bundle.variants}
-
-
-def _truthy_imatrix(recipe: dict[str, Any]) -> bool:
-    im = recipe.get("imatrix")
-    return bool(im) and im not in ("off", "none", "no")
+    return {v: bundle.manifest.variants[v].recipe for v in bundle.variants}
 
 
 def front_matter(ctx: CardContext, lic: dict[str, str] | None = None) -> dict[str, Any]:
+    from ..formats import FORMATS, get_format
+
     b = ctx.bundle
-    fmt = b.manifest["format"]
+    fmt = b.manifest.format
     recipes = _recipes(b)
     tags = ["qwen3", fmt]
     if is_moe(b.manifest, ctx.config):
@@ -107,8 +106,8 @@ def front_matter(ctx: CardContext, lic: dict[str, str] | None = None) -> dict[st
     for r in recipes.values():
         if r.get("bits") is not None and f"{r['bits']}-bit" not in tags:
             tags.append(f"{r['bits']}-bit")
-    if any(_truthy_imatrix(r) for r in recipes.values()):
-        tags.append("imatrix")
+    if fmt in FORMATS:
+        tags += [t for t in get_format(fmt).card_tags(recipes) if t not in tags]
     tags += ["quantized", "qwen3-quant"]
     if b.forced:
         tags.append("validation-failed")
@@ -137,12 +136,6 @@ def render_front_matter(meta: dict[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
 
 
-def _fmt(v: Any, spec: str) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return format(v, spec)
-
-
 def _recipe_value(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k} {_recipe_value(x)}" for k, x in v.items() if x is not None)
@@ -150,25 +143,26 @@ def _recipe_value(v: Any) -> str:
         return ", ".join(_recipe_value(x) for x in v)
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if v is None:
+        return "-"
     return public_text(str(v))
 
 
 def recipe_section(b: Bundle) -> str:
     recipes = _recipes(b)
+    labels = recipe_labels(b.manifest.format)
     keys: list[str] = []
     for r in recipes.values():
         keys += [k for k in r if k not in keys]
     head = "| | " + " | ".join(b.variants) + " |\n|---|" + "---|" * len(b.variants) + "\n"
     rows = ""
     for k in keys:
-        label = _RECIPE_LABELS.get(k, k.replace("_", " ").capitalize())
-        rows += (
-            f"| {label} | " + " | ".join(_recipe_value(recipes[v].get(k, "-")) for v in b.variants) + " |\n"
-        )
-    tool = b.manifest.get("tool") or {}
+        label = labels.get(k, k.replace("_", " ").capitalize())
+        rows += f"| {label} | " + " | ".join(_recipe_value(recipes[v].get(k)) for v in b.variants) + " |\n"
+    tool = b.manifest.tool
     libs: dict[str, str] = {}
     for v in b.variants:
-        libs.update(b.manifest["variants"][v].get("libraries") or {})
+        libs.update(b.manifest.variants[v].libraries)
     lib_line = ", ".join(f"{k} {ver}" for k, ver in sorted(libs.items())) or "-"
     return (
         "## Recipe\n\n"
@@ -178,27 +172,47 @@ def recipe_section(b: Bundle) -> str:
     )
 
 
-def _gate_cell(s: VariantStatus, val: dict[str, Any]) -> str:
+def _gate_cell(s: VariantStatus, validated: bool) -> str:
     if s.passed:
         return "pass"
-    return "**FAIL**: " + "; ".join(s.problems) if val else "**not validated**"
+    return "**FAIL**: " + "; ".join(s.problems) if validated else "**not validated**"
+
+
+# the validation table's metric columns, as the metric table declares them
+CARD_METRICS = (
+    "perplexity",
+    "base_perplexity",
+    "ppl_increase_pct",
+    "kld_mean",
+    "kld_p99",
+    "top1_agreement",
+    "prefill_tps",
+    "decode_tps",
+    "peak_rss_bytes",
+)
+_CARD_HEADS = {
+    "perplexity": "PPL",
+    "base_perplexity": "Base PPL",
+    "ppl_increase_pct": "PPL change",
+    "top1_agreement": "Top-1 agree",
+    "prefill_tps": "Prefill tok/s",
+    "decode_tps": "Decode tok/s",
+    "peak_rss_bytes": "Peak RSS",
+}
 
 
 def validation_section(b: Bundle) -> str:
     rows = []
     notes: list[str] = []
     for s in b.statuses:
-        val = b.manifest["variants"][s.name].get("validation") or {}
-        r = val.get("result") or {}
+        val = b.manifest.variants[s.name].validation
+        r = (val.result if val else None) or {}
         size = sum(f.size for f in b.payload if f.variant == s.name)
-        top1 = r.get("top1_agreement")
+        cells = [metric(k).format(r.get(k), unit=True) for k in CARD_METRICS]
         rows.append(
-            f"| {s.name} | {human_bytes(size)} | {_fmt(r.get('perplexity'), '.4g')} | "
-            f"{_fmt(r.get('base_perplexity'), '.4g')} | {_fmt(r.get('ppl_increase_pct'), '+.2f')}% | "
-            f"{_fmt(r.get('kld_mean'), '.4f')} | {_fmt(r.get('kld_p99'), '.4f')} | "
-            f"{_fmt(top1 * 100 if top1 is not None else None, '.1f')}% | {_fmt(r.get('prefill_tps'), '.1f')} | "
-            f"{_fmt(r.get('decode_tps'), '.1f')} | "
-            f"{human_bytes(r['peak_rss_bytes']) if r.get('peak_rss_bytes') else '-'} | {_gate_cell(s, val)} |"
+            f"| {s.name} | {human_bytes(size)} | "
+            + " | ".join(cells)
+            + f" | {_gate_cell(s, val is not None)} |"
         )
         if r:
             note = (
@@ -210,22 +224,25 @@ def validation_section(b: Bundle) -> str:
                 notes.append(note)
     gate_rows = []
     for s in b.statuses:
-        val = b.manifest["variants"][s.name].get("validation") or {}
-        for g in (val.get("result") or {}).get("gates") or []:
-            op = ">=" if str(g["name"]).startswith("min_") else "<="
+        val = b.manifest.variants[s.name].validation
+        for g in ((val.result if val else None) or {}).get("gates") or []:
+            m = gated_metric(g["name"])
+            op = "<=" if m.better == "lower" else ">="
             gate_rows.append(
-                f"| {s.name} | {g['name']} | {_fmt(g.get('value'), '.4g')} | {op} {_fmt(g.get('limit'), '.4g')} | "
-                f"{'pass' if g.get('passed') else '**FAIL**'} |"
+                f"| {s.name} | {g['name']} | {m.format(g.get('value'), unit=True)} | "
+                f"{op} {m.format(g.get('limit'), unit=True)} | {'pass' if g.get('passed') else '**FAIL**'} |"
             )
-        if val.get("error"):
-            gate_rows.append(f"| {s.name} | loads | - | - | **FAIL**: {scrub(val['error'])} |")
+        if val and val.error:
+            gate_rows.append(f"| {s.name} | loads | - | - | **FAIL**: {scrub(val.error)} |")
+    heads = " | ".join(_CARD_HEADS.get(k, metric(k).label) for k in CARD_METRICS)
     out = (
         "## Validation\n\n"
         "Every variant was loaded in the runtime that serves it and compared with the unquantised model "
         "on the same text: perplexity, KL divergence of the next-token distributions (top-k, per token), "
         "agreement of the most likely token, prefill and decode throughput, peak memory.\n\n"
-        "| Variant | Size | PPL | Base PPL | PPL change | KLD mean | KLD p99 | Top-1 agree | Prefill tok/s "
-        "| Decode tok/s | Peak RSS | Gates |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| Variant | Size | {heads} | Gates |\n|"
+        + "---|" * (len(CARD_METRICS) + 3)
+        + "\n"
         + "\n".join(rows)
         + "\n\n"
     )
@@ -254,25 +271,33 @@ def files_section(b: Bundle) -> str:
 
 
 def reproduce_section(b: Bundle) -> str:
-    by_cmd: dict[str, list[str]] = {}
-    for v in b.variants:
-        cmd = b.manifest["variants"][v].get("command")
-        key = public_text(cmd) if cmd else ""
-        by_cmd.setdefault(key, []).append(v)
     from ..formats import FORMATS, get_format
 
-    fmt = b.manifest["format"]
+    fmt = b.manifest.format
     install = (
         f"pip install 'qwen3-quant[{get_format(fmt).extra}]'" if fmt in FORMATS else "pip install qwen3-quant"
     )
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for v in b.variants:
+        prov = b.manifest.variants[v].provenance
+        key = (prov.language, public_text(prov.command), _made_by(prov)) if prov else ("", "", "")
+        groups.setdefault(key, []).append(v)
     parts = ["## Reproduce\n"]
-    for cmd, variants in by_cmd.items():
+    for (lang, cmd, made_by), variants in groups.items():
         label = ", ".join(variants)
-        if cmd:
-            parts.append(f"{label}:\n\n```sh\n{install}\n{cmd}\n```\n")
-        else:
+        if not cmd:
             parts.append(f"{label}: the manifest recorded no command.\n")
+        elif lang == "python":
+            parts.append(f"{label}{made_by}:\n\n```sh\n{install}\n```\n\n```python\n{cmd}\n```\n")
+        else:
+            parts.append(f"{label}{made_by}:\n\n```sh\n{install}\n{cmd}\n```\n")
     return "\n".join(parts)
+
+
+def _made_by(prov) -> str:
+    if prov.kind != "build":
+        return ""
+    return f" (made by the build cell `{public_text(prov.cell or '')}` of `{public_text(prov.build_file or '')}`)"
 
 
 def forced_warning(b: Bundle) -> str:
@@ -288,43 +313,37 @@ def forced_warning(b: Bundle) -> str:
     )
 
 
-def _genai_dir(b: Bundle) -> str:
-    for f in b.payload:
-        if f.path.endswith("genai_config.json"):
-            return f.path.rpartition("/")[0] or "."
-    return "."
-
-
-def _runtime_of(m: dict[str, Any], variant: str) -> str | None:
-    return ((m["variants"][variant].get("validation") or {}).get("result") or {}).get("runtime")
+def _runtime_of(m: Manifest, variant: str) -> str | None:
+    val = m.variants[variant].validation
+    return ((val.result if val else None) or {}).get("runtime")
 
 
 def render_card(ctx: CardContext) -> str:
     b = ctx.bundle
     m = b.manifest
-    fmt = m["format"]
     lic = license_info(m)
-    what, _, runtime = format_info(fmt)
+    what, _, runtime = format_info(m.format)
     base = base_model_of(m)
     base_link = f"[{base}](https://huggingface.co/{base})" if "/" in base else f"`{base}`"
     variants = ", ".join(f"`{v}`" for v in b.variants)
     validated = ", ".join(sorted({_runtime_of(m, v) or runtime for v in b.variants}))
+    name = ctx.repo_id.split("/")[-1] if ctx.repo_id else b.name
     usage = usage_section(
         UsageContext(
-            fmt=fmt,
-            name=ctx.repo_id.split("/")[-1] if ctx.repo_id else b.name,
+            fmt=m.format,
+            name=name,
             repo_id=ctx.repo_id,
-            variant_files={v: list(m["variants"][v].get("files") or []) for v in b.variants},
+            variant_files={v: list(m.variants[v].files) for v in b.variants},
+            files=[f.path for f in b.payload],
             validated_in=validated,
             moe=is_moe(m, ctx.config),
-            genai_dir=_genai_dir(b),
         )
     )
     intro = (
-        f"# {ctx.repo_id.split('/')[-1] if ctx.repo_id else b.name}\n\n"
+        f"# {name}\n\n"
         f"{what} of {base_link}: {len(b.variants)} variant{'s' if len(b.variants) != 1 else ''} ({variants}), "
         f"{human_bytes(sum(f.size for f in b.payload))} in all. Made and validated with "
-        f"[qwen3-quant](https://pypi.org/project/qwen3-quant/) {(m.get('tool') or {}).get('version', '')}: "
+        f"[qwen3-quant](https://pypi.org/project/qwen3-quant/) {m.tool.get('version', '')}: "
         f"each variant was measured in {validated} against the unquantised model "
         "before publishing, and only variants that pass their gates are published"
         + (" (this publish overrode that with `--force`, see below)" if b.forced else "")

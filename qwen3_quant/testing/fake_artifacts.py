@@ -4,17 +4,15 @@ real gate code from given metrics. Weights are random bytes: nothing here loads 
 
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..artifact import record_validation, record_variant
+from ..artifact import ValidationRecord, record_validation, record_variant
 from ..eval.evaluate import EvalResult
 from ..eval.gates import check_gates, default_gates
-from ..formats import FORMATS, get_format
-from ..publish.naming import gguf_file_name
+from ..formats import get_format
+from ..provenance import Provenance
 
 
 def gate_metrics(bits: int, passing: bool) -> dict[str, float]:
@@ -33,11 +31,7 @@ def gate_metrics(bits: int, passing: bool) -> dict[str, float]:
     }
 
 
-def _bytes(seed: str, n: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def validation_record(bits: int, metrics: dict[str, float], variant: str, runtime: str) -> dict[str, Any]:
+def validation_record(bits: int, metrics: dict[str, float], variant: str, runtime: str) -> ValidationRecord:
     """A manifest ``validation`` entry for the given metrics, judged by the default gates."""
     gates = default_gates(bits)
     checked = check_gates(gates, **metrics)
@@ -69,7 +63,7 @@ def validation_record(bits: int, metrics: dict[str, float], variant: str, runtim
         gates=[asdict(g) for g in checked],
         passed=all(g.passed for g in checked),
     )
-    return {"passed": res.passed, "gates": gates.to_dict(), "result": res.to_dict()}
+    return ValidationRecord(bool(res.passed), gates.to_dict(), res.to_dict())
 
 
 def make_artifact(
@@ -81,27 +75,24 @@ def make_artifact(
     variants: dict[str, int] | None = None,
     validation: dict[str, str | None] | None = None,
     size: int = 4096,
-    shards: dict[str, int] | None = None,
     command: str | None = None,
-    imatrix: bool = True,
+    **double: Any,
 ) -> Path:
-    """Write an artifact folder under ``root`` named as the format names it.
+    """Write an artifact folder under ``root`` named as the format names it, with the format's own
+    test double for each variant (``double`` goes to it: e.g. GGUF ``shards={"Q8_0": 3}``,
+    ``imatrix=False``).
 
     ``variants``: name -> bits (GGUF: types; others: one variant). ``validation``: variant ->
     ``"pass"``, ``"fail"`` (gates), ``"error"`` (did not load) or ``None`` (never validated);
-    default all pass. ``shards``: GGUF variant -> number of split files.
+    default all pass.
     """
-    fmt = fmt.lower()
+    f = get_format(fmt)
     if variants is None:
-        variants = {"Q4_K_M": 4, "Q8_0": 8} if fmt == "gguf" else {"W4g128" if fmt != "onnx" else "int4": 4}
+        variants = {"Q4_K_M": 4, "Q8_0": 8} if f.shares_folder else {f.table_types[0]: 4}
     validation = validation or {}
-    bits0 = next(iter(variants.values()))
-    if fmt in FORMATS:  # the name the format itself gives its artifacts
-        f = get_format(fmt)
-        axis_value = bits0 if f.cell_axis == "bits" else next(iter(variants))
-        name = f.artifact_name(model, f.parse_options({f.cell_axis: axis_value}))
-    else:
-        name = f"{model}-{fmt.upper()}"
+    first, bits0 = next(iter(variants.items()))
+    axis_value = bits0 if f.cell_axis == "bits" else first
+    name = f.artifact_name(model, f.parse_options({f.cell_axis: axis_value}))
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     source = {
@@ -112,70 +103,38 @@ def make_artifact(
         "path": f"/home/someone/.cache/{model}",
         "fingerprint": "f" * 16,
     }
-    shared: list[str] = []
-    if fmt != "gguf":
-        cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
-        if fmt in ("gptq", "awq"):
-            cfg["quantization_config"] = {"quant_method": fmt, "bits": bits0, "group_size": 128}
-        (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-        (folder / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE"}}))
-        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
-        shared = ["config.json", "tokenizer.json", "tokenizer_config.json"]
-        if fmt == "onnx":
-            (folder / "genai_config.json").write_text(json.dumps({"model": {"type": "qwen3"}}))
-            shared.append("genai_config.json")
+    shards = double.pop("shards", None) or {}
     for variant, bits in variants.items():
-        if fmt == "gguf":
-            n = (shards or {}).get(variant)
-            files = (
-                [gguf_file_name(model, variant, shard=i, shards=n) for i in range(1, n + 1)]
-                if n
-                else [gguf_file_name(model, variant)]
-            )
-            recipe: dict[str, Any] = {"type": variant, "bits": bits, "imatrix": imatrix and bits <= 4}
-            if imatrix and bits <= 4:
-                recipe["calibration"] = {"mix": "default", "samples": 128, "hash": "ab12cd34ef56"}
-        elif fmt == "onnx":
-            files = ["model.onnx", "model.onnx.data"]
-            recipe = {"precision": variant, "bits": bits, "block_size": 32, "accuracy_level": 4}
-        else:
-            files = ["model.safetensors"]
-            recipe = {
-                "bits": bits,
-                "group_size": 128,
-                "sym": True,
-                "calibration": {"mix": "default", "samples": 128, "hash": "ab12cd34ef56"},
-            }
-        for f in files:
-            (folder / f).write_bytes(_bytes(f"{name}/{f}", size))
-        cmd = command or f"qwen3-quant quantize {hub_id or model} --format {fmt} -o {folder}"
+        made = f.write_test_double(
+            folder, model, variant, bits, size=size, shards=shards.get(variant), **double
+        )
+        cmd = command or f"qwen3-quant quantize {hub_id or model} --format {f.name} -o {folder}"
         record_variant(
             folder,
             name=name,
-            fmt=fmt,
+            fmt=f.name,
             source=source,
             variant=variant,
-            files=files,
-            recipe=recipe,
-            shared_files=shared,
-            command=cmd,
+            files=made.files,
+            recipe=made.recipe,
+            shared_files=made.shared_files,
+            provenance=Provenance("cli", cmd),
         )
         state = validation.get(variant, "pass")
-        runtime = {"gguf": "llama.cpp", "onnx": "onnxruntime"}.get(fmt, "gptqmodel")
         if state in ("pass", "fail"):
             record_validation(
                 folder,
                 variant,
-                validation_record(bits, gate_metrics(bits, state == "pass"), variant, runtime),
+                validation_record(bits, gate_metrics(bits, state == "pass"), variant, f.runtime),
             )
         elif state == "error":
             record_validation(
                 folder,
                 variant,
-                {
-                    "passed": False,
-                    "gates": default_gates(bits).to_dict(),
-                    "error": "llama.cpp could not load the file (bad magic)",
-                },
+                ValidationRecord(
+                    False,
+                    default_gates(bits).to_dict(),
+                    error="llama.cpp could not load the file (bad magic)",
+                ),
             )
     return folder

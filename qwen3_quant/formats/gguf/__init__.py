@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...catalog.architecture import ArchShape, iter_tensors
-from ..base import GiB, Progress, QuantFormat, SizeEstimate, largest_layer_params, no_progress
-from .config import GGUFConfig, nominal_bits, parse_options
+from ..base import (
+    EvalTarget,
+    GiB,
+    Progress,
+    QuantFormat,
+    Runtime,
+    SizeEstimate,
+    UsageContext,
+    largest_layer_params,
+    no_progress,
+)
+from .config import OPTIONS, GGUFConfig, nominal_bits, parse_options
 from .types import TABLE_TYPES, estimate_file_size, normalise_type
+
+if TYPE_CHECKING:
+    from ...artifact import Manifest
+    from ...provenance import Provenance
 
 CALIB_TOKENS = 128 * 512  # the default mix: 128 samples of up to 512 tokens
 
@@ -17,12 +31,17 @@ CALIB_TOKENS = 128 * 512  # the default mix: 128 samples of up to 512 tokens
 class GGUFFormat(QuantFormat):
     name = "gguf"
     extra = "gguf"
+    libraries = ("gguf", "llama_cpp_python")
+    options = OPTIONS
+    runtimes = (Runtime("llama.cpp", "qwen3_quant.formats.gguf.runner:LlamaCppRunner", "llama.cpp"),)
     cell_axis = "types"
     card_description, hub_library = "GGUF files for llama.cpp", "gguf"
+    recipe_labels = {"type": "Type", "imatrix": "Importance matrix"}
     seconds_per_billion, min_seconds = 90.0, 20.0
-    runtime = "llama.cpp"
     table_types = TABLE_TYPES
-    implemented = True
+    shares_folder = True  # every type of a model in one folder, as Hub GGUF repos are
+    rebuild_damaged = True  # a damaged type is rebuilt from the kept base conversion
+    variant_counts_shared_files = False  # the importance matrix is a by-product, not part of a type
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         ftype = normalise_type(variant)
@@ -56,6 +75,10 @@ class GGUFFormat(QuantFormat):
     def variants(self, config: GGUFConfig) -> list[str]:
         return list(config.types)
 
+    def card_tags(self, recipes):
+        used = any(r.get("imatrix") not in (None, False, "off", "none", "no") for r in recipes.values())
+        return ["imatrix"] if used else []
+
     def quantize(
         self,
         source,
@@ -65,20 +88,37 @@ class GGUFFormat(QuantFormat):
         *,
         overwrite: bool = False,
         progress: Progress = no_progress,
+        provenance: Provenance | None = None,
     ) -> list[str]:
-        from ...quantize import command_line
         from .build import GGUFBuild
 
         build = GGUFBuild(
-            source,
-            info,
-            config,
-            Path(out_dir),
-            overwrite=overwrite,
-            progress=progress,
-            command=command_line(),
+            source, info, config, Path(out_dir), overwrite=overwrite, progress=progress, provenance=provenance
         )
         return build.run()
+
+    def recognises(self, path: Path) -> str | None:
+        return self.runtime if path.is_file() and path.suffix == ".gguf" else None
+
+    def eval_targets(self, path: Path, manifest: Manifest, variant: str | None = None) -> list[EvalTarget]:
+        """One target per type: its (first) file, which llama.cpp loads."""
+        if path.is_file():
+            return super().eval_targets(path, manifest, variant)
+        targets = super().eval_targets(path, manifest, variant)
+        return [
+            EvalTarget(path / manifest.variants[t.variant].files[0], t.runtime, t.variant, path)  # type: ignore[index]
+            for t in targets
+        ]
+
+    def usage(self, ctx: UsageContext) -> str:
+        from .usage import gguf_usage
+
+        return gguf_usage(ctx)
+
+    def write_test_double(self, folder: Path, model: str, variant: str, bits: int, **kw: Any):
+        from .double import write_gguf_double
+
+        return write_gguf_double(folder, model, variant, bits, **kw)
 
 
 FORMAT = GGUFFormat()

@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...artifact import load_manifest_or_none, record_variant, verify_files
+from ...artifact import Manifest, VariantKey, decide_variant, record_variant
 from ...checkpoint import CheckpointInfo
 from ...errors import ArtifactExistsError, UsageError
 from ...io import atomic_write_json, disk_errors, ensure_free_space, file_lock, remove_path
@@ -37,6 +37,7 @@ from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
 from .imatrix import Imatrix
 from .metadata import describe
+from .naming import gguf_file_name, imatrix_file_name
 from .types import FILE_TYPES, UNQUANTISED, estimate_file_size
 from .writer import base_type_for, convert
 
@@ -55,12 +56,12 @@ class GGUFBuild:
         *,
         overwrite: bool = False,
         progress: Progress = no_progress,
-        command: str | None = None,
+        provenance=None,
     ):
         self.source, self.info, self.cfg = source, info, config
         self.out = Path(out_dir)
         self.work = self.out / WORK
-        self.overwrite, self.progress, self.command = overwrite, progress, command
+        self.overwrite, self.progress, self.provenance = overwrite, progress, provenance
         self.stem = str(source.name)
         self.src = source.manifest_record()
         self.base_type = base_type_for(info)
@@ -71,30 +72,26 @@ class GGUFBuild:
     # --- names ---------------------------------------------------------------------------------
 
     def file_for(self, ftype: str) -> str:
-        return f"{self.stem}-{ftype}.gguf"
+        return gguf_file_name(self.stem, ftype)
 
     @property
     def imatrix_name(self) -> str:
-        return f"{self.stem}.imatrix.gguf"
+        return imatrix_file_name(self.stem)
 
     @property
     def base_path(self) -> Path:
         return self.work / self.file_for(self.base_type)
 
-    def request(self, ftype: str) -> dict[str, Any]:
-        """What a variant's recipe must match for an existing file to be kept."""
-        uses = self.cfg.uses_imatrix(ftype)
-        if not uses:
-            return {"type": ftype, "imatrix": False, "calib": None, "calib_samples": None}
-        from ...calib import load_mix
+    def key(self, ftype: str) -> VariantKey:
+        """What a type's file depends on: the type, and the importance matrix's calibration
+        (named by mix and sample count, so that deciding needs no tokenisation)."""
+        settings: dict[str, Any] = {"type": ftype, "imatrix": False, "calib": None, "calib_samples": None}
+        if self.cfg.uses_imatrix(ftype):
+            from ...calib import load_mix
 
-        mix = load_mix(self.cfg.calib)  # names the mix and its sample count the same way every run
-        return {
-            "type": ftype,
-            "imatrix": True,
-            "calib": mix.name,
-            "calib_samples": self.cfg.calib_samples or mix.samples,
-        }
+            mix = load_mix(self.cfg.calib)  # names the mix and its sample count the same way every run
+            settings.update(imatrix=True, calib=mix.name, calib_samples=self.cfg.calib_samples or mix.samples)
+        return VariantKey("gguf", ftype, self.src["fingerprint"], settings)
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -128,34 +125,20 @@ class GGUFBuild:
 
     def _plan(self) -> set[str]:
         """The types to (re)build; raises when that would replace a good file without --overwrite."""
-        m = load_manifest_or_none(self.out) or {"variants": {}, "files": {}, "source": {}}
-        same_source = (m.get("source") or {}).get("fingerprint") in (None, self.src["fingerprint"])
-        todo = set()
-        for ftype in self.cfg.types:
-            rec = m["variants"].get(ftype)
-            names = rec["files"] if rec else [self.file_for(ftype)]
-            present = [n for n in names if (self.out / n).exists()]
-            if self.overwrite or not present:
-                todo.add(ftype)
-                continue
-            if rec is None:
-                raise ArtifactExistsError(
-                    f"{self.out / present[0]} exists and is not recorded in the manifest",
-                    hint="pass --overwrite to replace it, or choose another --out folder",
-                )
-            if verify_files(self.out, m, names):
-                log.warning("%s: damaged or incomplete, rebuilding it", names[0])
-                todo.add(ftype)
-                continue
-            want = self.request(ftype)
-            made = {k: (rec.get("recipe") or {}).get("request", {}).get(k) for k in want}
-            if not same_source or made != want:
-                what = "another checkpoint" if not same_source else f"other settings ({made})"
-                raise ArtifactExistsError(
-                    f"{self.out / names[0]} was made from {what}",
-                    hint="pass --overwrite to rebuild it, or choose another --out folder",
-                )
-        return todo
+        from . import FORMAT
+
+        return {
+            ftype
+            for ftype in self.cfg.types
+            if decide_variant(
+                self.out,
+                self.key(ftype),
+                overwrite=self.overwrite,
+                shares_folder=FORMAT.shares_folder,
+                rebuild_damaged=FORMAT.rebuild_damaged,
+                expected_files=[self.file_for(ftype)],
+            )
+        }
 
     @contextlib.contextmanager
     def _scratch(self, name: str):
@@ -188,7 +171,6 @@ class GGUFBuild:
                 recipe["converter"] = CONVERTER
             else:
                 files = self._quantize(ftype, target, recipe)
-        recipe["request"] = self.request(ftype)
         recipe["max_shard_size"] = self.cfg.max_shard_size
         recipe.update(_tensor_summary(files))
         self._publish(ftype, files, recipe)
@@ -293,8 +275,8 @@ class GGUFBuild:
         return im
 
     def _imatrix_users(self) -> list[str]:
-        m = load_manifest_or_none(self.out) or {"variants": {}}
-        return [v for v, r in m["variants"].items() if (r.get("recipe") or {}).get("imatrix_file")]
+        m = Manifest.read_or_none(self.out)
+        return [v for v, r in (m.variants.items() if m else ()) if r.recipe.get("imatrix_file")]
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -304,11 +286,12 @@ class GGUFBuild:
         shared = [self.imatrix_name] if recipe.get("imatrix_file") else []
         entries = [{"name": f.name, "size": f.stat().st_size} for f in files]
         atomic_write_json(journal, {"variant": ftype, "files": entries, "shared": shared, "recipe": recipe})
-        old = (load_manifest_or_none(self.out) or {"variants": {}})["variants"].get(ftype)
+        m = Manifest.read_or_none(self.out)
+        old = m.variants.get(ftype) if m else None
         for f in reversed(files):  # the first split last: llama.cpp opens a split model by it
             os.replace(f, self.out / f.name)
         self._record(ftype, [e["name"] for e in entries], shared, recipe)
-        for stale in set((old or {}).get("files", [])) - {e["name"] for e in entries}:
+        for stale in set(old.files if old else []) - {e["name"] for e in entries}:
             remove_path(self.out / stale)
         journal.unlink()
 
@@ -321,8 +304,9 @@ class GGUFBuild:
             variant=ftype,
             files=files,
             recipe=recipe,
+            key=self.key(ftype),
             shared_files=shared,
-            command=self.command,
+            provenance=self.provenance,
         )
 
     def _finish_journals(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
-from ..base import option_flag
+from ..base import CALIB, CALIB_SAMPLES, Option, takes
 from .types import FILE_TYPES, UNQUANTISED, normalise_type
 
 # the Hub refuses files over 50 GB; llama.cpp's own tools count G as 10^9 bytes
@@ -18,7 +18,20 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?)B?\s*$", re.IGNORECASE)
 # the types whose llama.cpp kernels take an importance matrix (Q8_0 and the float types do not)
 IMATRIX_TYPES = frozenset(t for t in FILE_TYPES if t not in UNQUANTISED and t != "Q8_0")
 log = logging.getLogger(__name__)
-OWN_OPTIONS = ("types", "imatrix", "calib", "calib_samples", "max_shard_size")
+OPTIONS = (
+    Option(
+        "types",
+        "llama.cpp type(s), comma-separated (e.g. Q8_0,Q6_K,Q4_K_M).",
+        list,
+        flag="--type",
+        default="Q4_K_M",
+        metavar="TYPES",
+    ),
+    Option("imatrix", "Importance matrix for K-quants (default on for 4 bits and below).", bool),
+    CALIB,
+    CALIB_SAMPLES,
+    Option("max_shard_size", "Split files above this size (e.g. 45G).", default="45G", metavar="SIZE"),
+)
 
 
 def nominal_bits(ftype: str) -> int:
@@ -71,13 +84,18 @@ class GGUFConfig:
 
 def parse_options(options: dict[str, Any]) -> GGUFConfig:
     """Validate the options the user gave (and only those) into a :class:`GGUFConfig`."""
+    from .. import option_flag
+
+    own = [o.name for o in OPTIONS]
     for key in options:
-        if key not in OWN_OPTIONS:
+        if key not in own:
             raise UsageError(
                 f"{option_flag(key)} does not apply to --format gguf",
-                hint="GGUF takes --type, --imatrix/--no-imatrix, --calib, --calib-samples, --max-shard-size",
+                hint=takes("GGUF", OPTIONS),
             )
-    raw = options.get("types") or ["Q4_K_M"]
+    raw = options.get("types")
+    if raw is None:
+        raw = ["Q4_K_M"]
     if isinstance(raw, str):
         raw = raw.split(",")
     types: list[str] = []

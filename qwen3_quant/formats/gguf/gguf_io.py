@@ -8,7 +8,6 @@ streamed here in chunks, so no tensor has to be held in memory whole.
 from __future__ import annotations
 
 import os
-import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,16 +17,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import CheckpointError
+from .naming import split_names, split_set  # noqa: F401  (split_set is read from here too)
 
-SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")
 COPY_CHUNK = 64 * 1024 * 1024
-
-
-def shard_names(path: Path, n: int) -> list[Path]:
-    """llama.cpp's split naming: ``X.gguf`` -> ``X-00001-of-0000n.gguf`` (one file keeps its name)."""
-    if n <= 1:
-        return [path]
-    return [path.with_name(f"{path.stem}-{i + 1:05d}-of-{n:05d}.gguf") for i in range(n)]
 
 
 class GGUFStream:
@@ -49,7 +41,7 @@ class GGUFStream:
 
     @property
     def paths(self) -> list[Path]:
-        return shard_names(self.path, len(self.w.tensors))
+        return split_names(self.path, len(self.w.tensors))
 
     def begin(self) -> None:
         """Write header, key/values and tensor infos of every shard."""
@@ -251,7 +243,7 @@ def resplit(src: Path, dest: Path, max_shard_size: int) -> list[Path]:
     (key/values in the first split, ``split.*`` keys in all), copying bytes as they are."""
     h = read_header(src)
     groups = plan_shards([t.nbytes for t in h.tensors], max_shard_size)
-    paths = shard_names(Path(dest), len(groups))
+    paths = split_names(Path(dest), len(groups))
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     common = {k: v for k, v in h.kv_raw.items() if k == "general.alignment"}
     first = {k: v for k, v in h.kv_raw.items() if k not in SPLIT_KEYS}
@@ -298,12 +290,3 @@ def _file_range(fh, offset: int, n: int) -> Iterable[bytes]:
             raise CheckpointError(f"{fh.name} is truncated", hint="delete it and rerun")
         n -= len(block)
         yield block
-
-
-def split_set(first: Path) -> list[Path]:
-    """All files of a (possibly split) GGUF model given its first file."""
-    m = SPLIT_RE.match(first.name)
-    if not m:
-        return [first]
-    n = int(m.group("n"))
-    return shard_names(first.with_name(m.group("stem") + ".gguf"), n)

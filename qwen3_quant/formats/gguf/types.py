@@ -2,7 +2,7 @@
 
 The mix mirrors ``llama_tensor_get_type`` in llama.cpp's ``src/llama-quant.cpp`` for the
 tensors a Qwen3 / Qwen3-MoE GGUF has, so that sizes can be estimated without llama.cpp and checked
-against the files it writes (tests/test_gguf_sizes.py compares the two).
+against the files it writes (tests/test_catalog.py and tests/test_gguf_quantize.py compare the two).
 """
 
 from __future__ import annotations

@@ -18,16 +18,20 @@ from ..base import (
     GiB,
     Progress,
     QuantFormat,
+    Runtime,
     SizeEstimate,
+    UsageContext,
     kept_tensor_bytes,
     largest_layer_params,
     linear_tensors,
     no_progress,
 )
-from .config import GPTQModelConfig, parse_options
+from .config import GPTQModelConfig, options_for, parse_options
+from .libenv import LIBRARIES, NOISY_LOGGERS
 
 if TYPE_CHECKING:
     from ...checkpoint import CheckpointInfo
+    from ...provenance import Provenance
     from ...sources import ModelSource
 
 _VARIANT = re.compile(r"^w(?P<bits>[2-8])(?:g(?P<group>-?\d+))?$", re.I)
@@ -61,10 +65,23 @@ def weight_only_bytes(arch: ArchShape, bits: int, group: int, *, g_idx: bool) ->
 class _GPTQModelFormat(QuantFormat):
     extra = "gptq"
     cell_axis = "bits"
-    runtime = "transformers+gptqmodel"
+    runtimes = (
+        Runtime(
+            "gptqmodel",
+            "qwen3_quant.formats.gptqmodel.runner:GPTQModelRunner",
+            "transformers + GPTQModel kernels",
+        ),
+    )
     table_types = ("W4g128", "W8g128")
+    hub_library = "transformers"
+    noisy_loggers = NOISY_LOGGERS
+    recipe_labels = {
+        "group_size": "Group size",
+        "sym": "Symmetric",
+        "act_order": "Activation order",
+        "desc_act": "Activation order",
+    }
     g_idx = False
-    implemented = True
 
     def nominal_bits(self, variant: str) -> int:
         return parse_variant(variant)[0]
@@ -95,8 +112,8 @@ class _GPTQModelFormat(QuantFormat):
         *,
         overwrite: bool = False,
         progress: Progress = no_progress,
+        provenance: Provenance | None = None,
     ) -> list[str]:
-        from ...quantize import command_line
         from .quantizer import quantize_artifact
 
         return quantize_artifact(
@@ -107,8 +124,27 @@ class _GPTQModelFormat(QuantFormat):
             fmt=self.name,
             overwrite=overwrite,
             progress=progress,
-            command=command_line(),
+            provenance=provenance,
         )
+
+    def recognises(self, path: Path) -> str | None:
+        import json
+
+        cfg = Path(path) / "config.json"
+        if not (Path(path).is_dir() and cfg.is_file()):
+            return None
+        qc = json.loads(cfg.read_text()).get("quantization_config") or {}
+        return self.runtime if qc.get("quant_method") == self.name else None
+
+    def usage(self, ctx: UsageContext) -> str:
+        from .usage import gptqmodel_usage
+
+        return gptqmodel_usage(ctx)
+
+    def write_test_double(self, folder: Path, model: str, variant: str, bits: int, **kw: Any):
+        from .double import write_gptqmodel_double
+
+        return write_gptqmodel_double(folder, model, variant, bits, method=self.name, **kw)
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         bits, group = parse_variant(variant)
@@ -124,6 +160,8 @@ class _GPTQModelFormat(QuantFormat):
 
 class GPTQFormat(_GPTQModelFormat):
     name = "gptq"
+    libraries = LIBRARIES["gptq"]
+    options = options_for("gptq")
     g_idx = True
     card_description = "GPTQ weight-only quantised safetensors (GPTQModel)"
     seconds_per_billion = 2400.0
@@ -131,6 +169,8 @@ class GPTQFormat(_GPTQModelFormat):
 
 class AWQFormat(_GPTQModelFormat):
     name = "awq"
+    libraries = LIBRARIES["awq"]
+    options = options_for("awq")
     table_types = ("W4g128",)
     card_description = "AWQ weight-only quantised safetensors (GPTQModel)"
     seconds_per_billion = 3000.0

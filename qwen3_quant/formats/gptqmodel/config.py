@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ...errors import UsageError
-from ..base import option_flag
+from ..base import CALIB, CALIB_SAMPLES, Option, takes
 
 METHODS = ("gptq", "awq", "rtn")  # rtn: GPTQModel's round-to-nearest, the benchmark's baseline
 BITS = (4, 8)
@@ -20,16 +20,28 @@ DEFAULT_STARVED_POLICY = "rtn"
 DEFAULT_STARVED_THRESHOLD = "0.5%"
 DAMP_PERCENT = 0.05  # GPTQModel's default dampening of the Hessian diagonal
 
-OPTIONS = (
-    "bits",
-    "group_size",
-    "sym",
-    "act_order",
-    "calib",
-    "calib_samples",
-    "starved_experts",
-    "starved_threshold",
-)
+
+def options_for(method: str) -> tuple[Option, ...]:
+    """The options of ``--format gptq`` or ``awq``."""
+    bits = "4 or 8" if method == "gptq" else "4"
+    sym = "symmetric (default)" if method != "awq" else "with zero points (default)"
+    opts = [
+        Option("bits", f"Weight bits: {bits}.", int, default=4),
+        Option("group_size", "Group size: 32, 64 or 128.", int, default=128),
+        Option("sym", f"Symmetric or asymmetric quantisation; {sym}.", bool, flag="--sym", off_flag="--asym"),
+        Option("act_order", "Quantise columns by activation order.", bool, default=False),
+        CALIB,
+        CALIB_SAMPLES,
+        Option("starved_experts", "MoE: fail, calibrate-all or rtn.", default=DEFAULT_STARVED_POLICY),
+        Option(
+            "starved_threshold",
+            "MoE: experts routed fewer calibration tokens are starved: a count or a % of them.",
+            default=DEFAULT_STARVED_THRESHOLD,
+        ),
+    ]
+    return tuple(o for o in opts if o.name != "act_order" or method == "gptq")
+
+
 _THRESHOLD = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<pct>%?)\s*$")
 
 
@@ -110,13 +122,12 @@ def parse_options(method: str, options: dict[str, Any]) -> GPTQModelConfig:
     if method not in METHODS:
         raise UsageError(f"unknown weight-only method '{method}'", hint="one of: " + ", ".join(METHODS))
     fmt = method.upper()
-    extra = [k for k in options if k not in OPTIONS]
+    own = options_for(method)
+    extra = [k for k in options if k not in [o.name for o in own] and k != "act_order"]
     if extra:
-        raise UsageError(
-            f"{option_flag(extra[0])} does not apply to {fmt}",
-            hint=f"{fmt} takes "
-            + ", ".join(option_flag(o) for o in OPTIONS if o != "act_order" or method == "gptq"),
-        )
+        from .. import option_flag
+
+        raise UsageError(f"{option_flag(extra[0])} does not apply to {fmt}", hint=takes(fmt, own))
     kw: dict[str, Any] = {"method": method, "sym": method != "awq"}
     if "bits" in options:
         bits = options["bits"]

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...artifact import load_manifest_or_none, record_variant, verify_files
+from ...artifact import VariantKey, decide_variant, record_variant
 from ...calib import CalibSet, load_mix
-from ...errors import ArtifactExistsError, Qwen3QuantError, UsageError
+from ...errors import Qwen3QuantError, UsageError
 from ...io import atomic_output, make_readable, remove_path
 from ..base import Progress, no_progress
 from .config import GPTQModelConfig
@@ -44,34 +44,15 @@ def calibration(cfg: GPTQModelConfig, model_dir: Path) -> CalibSet | None:
     return load_mix(cfg.calib).build(model_dir, samples=cfg.calib_samples)
 
 
-def recipe_key(cfg: GPTQModelConfig, source_fp: str, calib_sha: str | None, is_moe: bool) -> dict[str, Any]:
-    key = cfg.key()
+def variant_key(
+    fmt: str, cfg: GPTQModelConfig, source_fp: str, calib_sha: str | None, is_moe: bool
+) -> VariantKey:
+    """What the checkpoint depends on: the method's settings and the calibration tokens (by hash)."""
+    settings = cfg.key()
     if not is_moe:
-        key.pop("starved_experts")
-        key.pop("starved_threshold")
-    return {**key, "source_fingerprint": source_fp, "calibration_sha256": calib_sha}
-
-
-def existing_artifact(dest: Path, variant: str, key: dict[str, Any], overwrite: bool) -> bool:
-    """True when ``dest`` already holds this exact variant, intact; raises when it holds something
-    else and ``overwrite`` is off."""
-    if not dest.exists() or overwrite:
-        return False
-    m = load_manifest_or_none(dest)
-    v = (m or {}).get("variants", {}).get(variant)
-    if v and (v.get("details") or {}).get("key") == key:
-        bad = verify_files(dest, m, v["files"])
-        if not bad:
-            log.info("%s already holds %s with this recipe; kept", dest, variant)
-            return True
-        raise ArtifactExistsError(
-            f"{dest} holds {variant} but {bad[0]} differs from its manifest",
-            hint="pass --overwrite to quantise it again",
-        )
-    raise ArtifactExistsError(
-        f"{dest} already exists and does not hold {variant} of this recipe, source and calibration",
-        hint="pass --overwrite or choose another folder with -o",
-    )
+        settings.pop("starved_experts")
+        settings.pop("starved_threshold")
+    return VariantKey(fmt, cfg.variant, source_fp, {**settings, "calibration_sha256": calib_sha})
 
 
 def _worker_env() -> dict[str, str]:
@@ -138,7 +119,7 @@ def quantize_artifact(
     fmt: str,
     overwrite: bool = False,
     progress: Progress = no_progress,
-    command: str | None = None,
+    provenance=None,
 ) -> list[str]:
     arch = info.arch
     if cfg.starved_experts_given and not arch.is_moe:
@@ -151,9 +132,9 @@ def quantize_artifact(
     cs = calibration(cfg, source.path)
     progress("building calibration set", 1, 1)
     src = source.manifest_record()  # fingerprinted once: the key and the manifest agree
-    key = recipe_key(cfg, src["fingerprint"], cs.sha256 if cs else None, arch.is_moe)
+    key = variant_key(fmt, cfg, src["fingerprint"], cs.sha256 if cs else None, arch.is_moe)
     variant = cfg.variant
-    if existing_artifact(dest, variant, key, overwrite):
+    if not decide_variant(dest, key, overwrite=overwrite):
         return [variant]
     job = {
         "method": cfg.method,
@@ -179,9 +160,8 @@ def quantize_artifact(
             work,
             fmt=fmt,
             src=src,
-            overwrite=overwrite,
             progress=progress,
-            command=command,
+            provenance=provenance,
         )
     except QuantizerFailedError:
         raise  # its log stays in `work`
@@ -192,10 +172,10 @@ def quantize_artifact(
     return [variant]
 
 
-def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, overwrite, progress, command) -> None:
+def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, progress, provenance) -> None:
     t0 = time.perf_counter()
     variant = cfg.variant
-    with atomic_output(dest, overwrite=overwrite) as tmp:
+    with atomic_output(dest, overwrite=True) as tmp:  # decide_variant said what may be replaced
         tmp.mkdir(parents=True)
         result = run_worker({**job, "out": str(tmp.resolve())}, work, progress)
         moe, moe_details = _apply_policy(cfg, result)
@@ -220,7 +200,6 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, overwrite, 
             "not_quantized": "embeddings, lm_head, norms (incl. q_norm/k_norm), MoE routers",
         }
         details = {
-            "key": key,
             "routing": moe_details,
             "quantizer_modules": qlog.get("modules"),
             "rtn_fallback_modules": qlog.get("fallback", []),
@@ -243,7 +222,8 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, overwrite, 
             variant=variant,
             files=files,
             recipe=recipe,
-            command=command,
+            key=key,
+            provenance=provenance,
             details=details,
         )
 

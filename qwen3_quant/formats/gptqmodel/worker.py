@@ -184,9 +184,14 @@ def run(job: dict) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run one GPTQModel job (written by the quantizer).")
+    ap.add_argument("job", type=Path)
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    job = json.loads(Path(argv[0]).read_text())
+    job = json.loads(args.job.read_text())
     try:
         result = run(job)
         code = 0
@@ -199,4 +204,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

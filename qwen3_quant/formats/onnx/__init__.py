@@ -10,12 +10,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...catalog.architecture import ArchShape
-from ..base import GiB, Progress, QuantFormat, SizeEstimate, kept_tensor_bytes, linear_tensors, no_progress
-from .config import BITS, PRECISIONS, OnnxConfig, parse_onnx_options
+from ..base import (
+    GiB,
+    Progress,
+    QuantFormat,
+    Runtime,
+    SizeEstimate,
+    UsageContext,
+    kept_tensor_bytes,
+    linear_tensors,
+    no_progress,
+)
+from .config import BITS, OPTIONS, PRECISIONS, OnnxConfig, parse_onnx_options
 from .sizes import onnx_bytes
 
 if TYPE_CHECKING:
     from ...checkpoint import CheckpointInfo
+    from ...provenance import Provenance
     from ...sources import ModelSource
 
 __all__ = ["FORMAT", "ONNXFormat", "OnnxConfig", "PRECISIONS", "onnx_bytes"]
@@ -26,11 +37,17 @@ _MODULES = ("onnx", "onnxruntime", "onnxruntime_genai", "onnx_ir")
 class ONNXFormat(QuantFormat):
     name = "onnx"
     extra = "onnx"
+    libraries = ("onnx", "onnxruntime", "onnxruntime-genai")
+    options = OPTIONS
+    runtimes = (Runtime("onnxruntime", "qwen3_quant.formats.onnx.runner:OnnxRuntimeRunner", "onnxruntime"),)
     cell_axis = "precision"
     card_description, hub_library = "ONNX model for onnxruntime-genai", "onnxruntime-genai"
-    runtime = "onnxruntime"
+    recipe_labels = {
+        "precision": "Precision",
+        "block_size": "Block size",
+        "accuracy_level": "Accuracy level",
+    }
     table_types = ("int4", "int8")
-    implemented = True
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         size = onnx_bytes(arch, variant.lower())
@@ -46,6 +63,9 @@ class ONNXFormat(QuantFormat):
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in _MODULES)
+
+    def calibrates(self, config: OnnxConfig) -> bool:
+        return False  # round-to-nearest or k-quant weight quantisers: no calibration data
 
     def parse_options(self, options: dict[str, Any]) -> OnnxConfig:
         return parse_onnx_options(options)
@@ -65,13 +85,31 @@ class ONNXFormat(QuantFormat):
         *,
         overwrite: bool = False,
         progress: Progress = no_progress,
+        provenance: Provenance | None = None,
     ) -> list[str]:
-        from ...quantize import command_line
         from .convert import quantize_onnx
 
         return quantize_onnx(
-            source, info, config, out_dir, overwrite=overwrite, progress=progress, command=command_line()
+            source, info, config, out_dir, overwrite=overwrite, progress=progress, provenance=provenance
         )
+
+    def recognises(self, path: Path) -> str | None:
+        p = Path(path)
+        if p.is_file():
+            return self.runtime if p.suffix == ".onnx" else None
+        if p.is_dir() and ((p / "genai_config.json").is_file() or any(p.glob("*.onnx"))):
+            return self.runtime
+        return None
+
+    def usage(self, ctx: UsageContext) -> str:
+        from .usage import onnx_usage
+
+        return onnx_usage(ctx)
+
+    def write_test_double(self, folder: Path, model: str, variant: str, bits: int, **kw: Any):
+        from .double import write_onnx_double
+
+        return write_onnx_double(folder, model, variant, bits, **kw)
 
 
 FORMAT = ONNXFormat()

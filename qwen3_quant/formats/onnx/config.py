@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
-from ..base import option_flag
+from ..base import Option
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
@@ -19,9 +19,16 @@ DEFAULT_BLOCK_SIZE = 32
 DEFAULT_ACCURACY_LEVEL = 4
 DEFAULT_QUANTIZER = "rtn"
 
-# the options this format takes, by precision
+# the options this format takes, and the precisions each applies to
+OPTIONS = (
+    Option("precision", "fp32, fp16, int8 or int4.", default=DEFAULT_PRECISION),
+    Option("block_size", "int4: 32, 64 or 128.", int, default=DEFAULT_BLOCK_SIZE),
+    Option(
+        "accuracy_level", "int4/int8: MatMulNBits accuracy level (0-4).", int, default=DEFAULT_ACCURACY_LEVEL
+    ),
+    Option("quantizer", "int4 weight quantiser: rtn or k_quant.", default=DEFAULT_QUANTIZER),
+)
 _INT_ONLY = {"block_size": ("int4",), "quantizer": ("int4",), "accuracy_level": ("int4", "int8")}
-_KNOWN = ("precision", *_INT_ONLY)
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,11 @@ class OnnxConfig:
 def parse_onnx_options(options: dict[str, Any]) -> OnnxConfig:
     """Validate the options the user gave (``None`` values count as not given) into an
     :class:`OnnxConfig` with every default filled in."""
+    from .. import option_flag
+
     given = {k: v for k, v in options.items() if v is not None}
     for key in given:
-        if key not in _KNOWN:
+        if key not in [o.name for o in OPTIONS]:
             raise UsageError(
                 f"{option_flag(key)} does not apply to --format onnx",
                 hint="ONNX takes --precision fp32|fp16|int8|int4, and for int4 --block-size, "
@@ -89,6 +98,8 @@ def _int_choice(given: dict[str, Any], key: str, choices: tuple[int, ...], defau
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
+        from .. import option_flag
+
         raise UsageError(
             f"{option_flag(key)} {given[key]} is not supported",
             hint="choose one of: " + ", ".join(map(str, choices)),

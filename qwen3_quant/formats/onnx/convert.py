@@ -9,8 +9,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...artifact import library_versions, load_manifest_or_none, record_variant, verify_files
-from ...errors import ArtifactExistsError
+from ...artifact import VariantKey, decide_variant, library_versions, record_variant
 from ...io import atomic_output, ensure_free_space, remove_path
 from ..base import Progress, no_progress
 from . import graph
@@ -27,8 +26,8 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "onnx"
 VARIANT_FILES = (graph.MODEL_FILE, graph.DATA_FILE)
 SOURCE_FILES = ("config.json", "generation_config.json")
-# the recipe keys that make two builds of one precision different artifacts
-RECIPE_KEYS = ("precision", "block_size", "accuracy_level", "quantizer")
+# the settings that make two builds of one precision different artifacts
+KEY_SETTINGS = ("precision", "block_size", "accuracy_level", "quantizer")
 
 
 def _describe_weights(cfg: OnnxConfig, info: CheckpointInfo, shared: bool) -> dict[str, str]:
@@ -50,24 +49,8 @@ def _describe_weights(cfg: OnnxConfig, info: CheckpointInfo, shared: bool) -> di
     return out
 
 
-def _check_existing(out_dir: Path, cfg: OnnxConfig, src_fp: str) -> None:
-    """Return quietly when ``out_dir`` already holds this exact artifact, intact; raise otherwise."""
-    fix = "pass --overwrite to rebuild it, or -o another folder"
-    m = load_manifest_or_none(out_dir)
-    v = (m or {}).get("variants", {}).get(cfg.precision) if m and m.get("format") == FORMAT_NAME else None
-    if v is None:
-        raise ArtifactExistsError(f"{out_dir} exists and holds no ONNX {cfg.precision} artifact", hint=fix)
-    recipe = v.get("recipe") or {}
-    for key in RECIPE_KEYS:
-        if recipe.get(key) != getattr(cfg, key):
-            raise ArtifactExistsError(
-                f"{out_dir} was built with {key} {recipe.get(key)}, not {getattr(cfg, key)}", hint=fix
-            )
-    if (m.get("source") or {}).get("fingerprint") != src_fp:
-        raise ArtifactExistsError(f"{out_dir} was built from a different checkpoint", hint=fix)
-    bad = verify_files(out_dir, m)
-    if bad:
-        raise ArtifactExistsError(f"{out_dir} is damaged: {bad[0]} is missing or changed", hint=fix)
+def variant_key(cfg: OnnxConfig, source_fp: str) -> VariantKey:
+    return VariantKey(FORMAT_NAME, cfg.precision, source_fp, {k: getattr(cfg, k) for k in KEY_SETTINGS})
 
 
 def quantize_onnx(
@@ -78,18 +61,17 @@ def quantize_onnx(
     *,
     overwrite: bool = False,
     progress: Progress = no_progress,
-    command: str | None = None,
+    provenance=None,
 ) -> list[str]:
     out_dir = Path(out_dir)
     model_kind(info.config)  # an architecture the builder cannot take fails before anything is written
     src = source.manifest_record()
-    if out_dir.exists() and not overwrite:
-        _check_existing(out_dir, cfg, src["fingerprint"])
-        log.info("%s already holds this ONNX %s artifact, intact: kept", out_dir, cfg.precision)
+    key = variant_key(cfg, src["fingerprint"])
+    if not decide_variant(out_dir, key, overwrite=overwrite):
         return [cfg.precision]
     need = onnx_bytes(info.arch, cfg.precision, cfg.block_size or 32)
     ensure_free_space(out_dir.parent, need, what=f"write {out_dir.name}")
-    with atomic_output(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output(out_dir, overwrite=True) as tmp:  # decide_variant said what may be replaced
         tmp.mkdir(parents=True)
         cache = tmp / ".builder-cache"
         built = run_builder(info.path, tmp, cfg, info.config, info.arch, cache, progress=progress)
@@ -126,8 +108,9 @@ def quantize_onnx(
             variant=cfg.precision,
             files=list(VARIANT_FILES),
             recipe=recipe,
+            key=key,
             shared_files=shared_files,
-            command=command,
+            provenance=provenance,
         )
     log.info("wrote %s", out_dir)
     return [cfg.precision]

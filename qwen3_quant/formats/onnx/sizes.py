@@ -1,6 +1,6 @@
 """Size of the ONNX files (model.onnx + model.onnx.data) the builder writes, from tensor shapes alone.
 
-What the files hold, by precision (checked against real builds in tests/test_onnx_sizes.py):
+What the files hold, by precision (checked against real builds in tests/test_onnx_parity.py):
 
 - fp32 / fp16: every weight at that width, a tied embedding once (the lm_head reads it transposed);
   MoE layers add zero expert biases; rotary cos/sin caches of ``max_position_embeddings`` rows.

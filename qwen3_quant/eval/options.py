@@ -1,0 +1,44 @@
+"""Evaluation options and their defaults, written once. Pure Python: the CLI reads the defaults
+for its --help without loading the evaluation stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TEXT = "builtin:pydoc"
+DEFAULT_TOPK = 32
+
+
+@dataclass
+class EvalOptions:
+    text: str | None = None  # builtin:pydoc (default), wikitext2, or a file path
+    ctx: int | None = None  # default protocol.DEFAULT_CTX, capped by the model
+    max_tokens: int | None = None
+    topk: int = DEFAULT_TOPK
+    speed: bool = True
+    prompt_tokens: int = 512
+    decode_tokens: int = 64
+    repeats: int = 3
+    threads: int | None = None
+    reference_dir: Path | None = None  # where reference log-probabilities are stored (default: the cache)
+    isolate: bool = False  # score the artifact in a fresh process (clean peak-memory figure)
+    runtime: str | None = None
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], **extra: Any) -> EvalOptions:
+        """Options from a build file's ``[eval]`` table (unknown keys are refused by the caller)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**values, **extra}.items() if k in known and v is not None})
+
+    def describe(self) -> str:
+        from .protocol import DEFAULT_CTX
+
+        return (
+            f"text {self.text or DEFAULT_TEXT}, ctx {self.ctx or DEFAULT_CTX}, "
+            f"max tokens {self.max_tokens or 'all'}"
+        )
+
+
+DEFAULTS = EvalOptions()
