@@ -113,7 +113,7 @@ def test_gptq_int4_dense_tied(env, tiny_model):
     assert (recipe["bits"], recipe["group_size"], recipe["sym"], recipe["act_order"]) == (4, 128, True, False)
     assert recipe["moe"] is None and recipe["dtype"] == "float16"
     assert m["variants"]["W4g128"]["libraries"]["gptqmodel"]
-    assert m["variants"]["W4g128"]["details"]["key"]["calibration_sha256"] == want["sha256"]
+    assert m["variants"]["W4g128"]["key"]["settings"]["calibration_sha256"] == want["sha256"]
     assert m["variants"]["W4g128"]["validation"]["passed"] is True
     assert m["source"]["path"] == str(src) and m["format"] == "gptq"
     assert not list(res.artifact_dir.parent.glob(".*.work"))

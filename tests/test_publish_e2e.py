@@ -14,6 +14,7 @@ import pytest
 from qwen3_quant.artifact import load_manifest, record_variant
 from qwen3_quant.errors import ValidationFailedError
 from qwen3_quant.eval.evaluate import EvalOptions, evaluate
+from qwen3_quant.provenance import Provenance
 from qwen3_quant.publish import publish
 from qwen3_quant.publish.bundle import CARD, CHECKSUMS, EVAL_JSON
 from qwen3_quant.testing.fake_hub import FakeHub
@@ -74,7 +75,7 @@ def _bf16_artifact(src: Path, root: Path, name: str, damage: float = 0.0) -> Pat
         files=["model.safetensors"],
         recipe={"bits": 16, "dtype": "bfloat16"},
         shared_files=SHARED,
-        command=f"qwen3-quant quantize Qwen3-Micro -o {folder}",
+        provenance=Provenance("cli", f"qwen3-quant quantize Qwen3-Micro -o {folder}"),
     )
     return folder
 
