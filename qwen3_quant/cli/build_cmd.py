@@ -52,7 +52,7 @@ def build(
     type cell, resumable, then a report and publishing of what passed. Exit status: 0 all gates
     passed, 3 a gate failed or a cell errored, 4 cells were skipped on this machine."""
     from .. import build as b
-    from .console import console, print_json
+    from .console import print_json, print_table
 
     if emit:
         print_json(b.github_matrix(build_file, out=out))
@@ -63,7 +63,7 @@ def build(
         if as_json:
             click.echo(b.dump_plan(rows))
             return
-        console().print(_plan_table(spec, rows))
+        print_table(_plan_table(spec, rows))
         return
     if collect_states:
         states = [p / "build" if (p / "build" / "state.json").is_file() else p for p in collect_states]
@@ -133,7 +133,7 @@ def _print_outcome(outcome) -> None:
     from rich.table import Table
 
     from ..eval.metric_table import columns
-    from .console import console
+    from .console import console, print_table
 
     shown = columns("ppl_increase_pct", "kld_mean", "decode_tps")
     t = Table(title="Build results", title_justify="left")
@@ -145,7 +145,7 @@ def _print_outcome(outcome) -> None:
     for cid, reason in outcome.skipped.items():
         t.add_row(cid, "skipped", *("-" for _ in shown), reason)
     con = console()
-    con.print(t)
+    print_table(t)
     if outcome.report_dir:
         con.print(f"Report: {outcome.report_dir / 'report.md'} (also report.html, report.json, plots)")
     for p in outcome.published:

@@ -196,6 +196,10 @@ def publish(
         from .hub import resolve_token
 
         tok = resolve_token(token)  # fail before hashing, not after
+    if not target.is_hub and not dry_run:
+        from ..io import check_writable
+
+        check_writable(target.path.parent, what="publish target's parent folder")
     bundle = build_bundle(
         artifact_dir,
         repo_id=target.repo_id,
