@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import host_description
+from ..formats.base import Progress, no_progress
+from ..io import check_writable
 from .executors import OnEvent, run_local, run_ray
 from .report import report_rows, write_report
 from .run import BuildOutcome, PlanRow, plan, run_cell
@@ -40,18 +42,21 @@ def build(
     force: bool = False,
     publish: bool = True,
     on_event: OnEvent | None = None,
+    progress: Progress = no_progress,
 ) -> BuildOutcome:
     """Run a build file (default: the bundled offline demo). Cells whose inputs are unchanged and
     whose files verify are skipped; one cell's failure is recorded and the others go on.
 
-    With ``cells`` the named cells run in this process (one CI job per cell); publishing and the
-    report are then left to :func:`collect`.
+    With ``cells`` the named cells run in this process (one CI job per cell), reporting to
+    ``progress``; publishing and the report are then left to :func:`collect`. Otherwise each cell
+    runs in a worker process that prints its own progress lines, named after the cell.
     """
     from ..errors import UsageError
 
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor '{executor}'", hint="use local or ray")
     spec = load_build(path, out=out)
+    check_writable(spec.out, what="build output folder")
     selected = select(spec.cells(), cells)
     rows = plan(spec, selected)
     skipped = {r.cell.id: r.reason for r in rows if r.status == "skip"}
@@ -62,7 +67,7 @@ def build(
         for r in todo:
             if on_event:
                 on_event(r.cell.id, "start")
-            entry = run_cell(spec, r.cell, force=force)
+            entry = run_cell(spec, r.cell, force=force, progress=progress)
             if on_event:
                 on_event(r.cell.id, entry.get("status", "error"))
     elif executor == "ray" and todo:

@@ -16,7 +16,11 @@ import click
 @click.option(
     "--cell", "cells", multiple=True, help="Run only this cell (repeatable), in this process (CI jobs)."
 )
-@click.option("--jobs", type=click.IntRange(1), help="Cells at once (also bounded by memory).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    help="Cells at once, also bounded by memory (default: the build file's [build] jobs, else 1).",
+)
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", help="Ray cluster address (with --executor ray); default: a local Ray instance.")
 @click.option(
@@ -69,7 +73,7 @@ def build(
         states = [p / "build" if (p / "build" / "state.json").is_file() else p for p in collect_states]
         outcome = b.collect(build_file, out=out, states=states, publish=publish)
     else:
-        from .console import err_console
+        from .console import err_console, progress_reporter
 
         def on_event(cid: str, status: str) -> None:
             style = {"passed": "green", "failed": "red", "error": "red", "start": "cyan"}.get(
@@ -77,17 +81,20 @@ def build(
             )
             err_console().print(f"[{style}]{status:>7}[/{style}] {cid}")
 
-        outcome = b.build(
-            build_file,
-            out=out,
-            cells=list(cells) or None,
-            executor=executor,
-            jobs=jobs,
-            address=address,
-            force=force,
-            publish=publish,
-            on_event=on_event,
-        )
+        prog, update = progress_reporter(", ".join(cells))  # cells run here report here
+        with prog:
+            outcome = b.build(
+                build_file,
+                out=out,
+                cells=list(cells) or None,
+                executor=executor,
+                jobs=jobs,
+                address=address,
+                force=force,
+                publish=publish,
+                on_event=on_event,
+                progress=update,
+            )
     if as_json:
         print_json(
             {
