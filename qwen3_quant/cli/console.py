@@ -15,7 +15,10 @@ from typing import Any
 def console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    c = Console(highlight=False)
+    if not c.is_terminal:  # a file or CI log: do not wrap lines at 80 columns
+        c = Console(highlight=False, width=max(c.width, 140))
+    return c
 
 
 def print_table(table, con=None) -> None:

@@ -116,7 +116,7 @@ def eval_(
     from ..errors import UsageError
     from ..eval.evaluate import EvalOptions
     from ..eval.gates import parse_gate_overrides
-    from ..validate import evaluate_path
+    from ..validate import check_eval_inputs, evaluate_path
     from .console import check_json_out, console, print_table, progress_reporter, write_json
     from .report_tables import eval_table
 
@@ -125,11 +125,6 @@ def eval_(
     if dataset:
         text = str(load_dataset_text(dataset))
     overrides = parse_gate_overrides(gate_opts)
-    path = resolve_path_or_model(target)
-    base_path = resolve_path_or_model(base) if base else None
-    name = path.stem if path.is_file() else path.name
-    out = json_out or Path(f"eval-{name}.json")
-    check_json_out(out)
     opts = EvalOptions(
         text=text,
         ctx=ctx,
@@ -141,9 +136,12 @@ def eval_(
         threads=threads,
         isolate=isolate,
     )
-    from ..validate import check_eval_inputs
-
-    check_eval_inputs(opts)
+    check_eval_inputs(opts)  # before a model is downloaded or loaded
+    check_json_out(json_out or Path("eval.json"))
+    path = resolve_path_or_model(target)
+    base_path = resolve_path_or_model(base) if base else None
+    name = path.stem if path.is_file() else path.name
+    out = json_out or Path(f"eval-{name}.json")
     prog, update = progress_reporter(name)
     with prog:
         results = evaluate_path(
