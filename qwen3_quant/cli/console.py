@@ -110,8 +110,6 @@ def progress_reporter(label: str = ""):
     otherwise (CI logs, files)."""
     if err_console().is_terminal:
         return progress_bar(label)
-    import contextlib
-
     from ..progress import PlainProgress
 
     return contextlib.nullcontext(), PlainProgress(sys.stderr, label=label)

@@ -250,7 +250,7 @@ def validation_section(b: Bundle) -> str:
                 f"{op} {m.format(g.get('limit'), unit=True)} | {'pass' if g.get('passed') else '**FAIL**'} |"
             )
         if val and val.error:
-            gate_rows.append(f"| {s.name} | loads | - | - | **FAIL**: {scrub(val.error)} |")
+            gate_rows.append(f"| {s.name} | runs in its runtime | - | - | **FAIL**: {scrub(val.error)} |")
     heads = " | ".join(_CARD_HEADS.get(k, metric(k).label) for k in CARD_METRICS)
     out = (
         "## Validation\n\n"
