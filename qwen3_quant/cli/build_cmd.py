@@ -73,6 +73,9 @@ def build(
         states = [p / "build" if (p / "build" / "state.json").is_file() else p for p in collect_states]
         outcome = b.collect(build_file, out=out, states=states, publish=publish)
     else:
+        import contextlib
+
+        from ..formats.base import no_progress
         from .console import err_console, progress_reporter
 
         def on_event(cid: str, status: str) -> None:
@@ -81,7 +84,10 @@ def build(
             )
             err_console().print(f"[{style}]{status:>7}[/{style}] {cid}")
 
-        prog, update = progress_reporter(", ".join(cells))  # cells run here report here
+        # cells named with --cell run in this process and report here; workers print their own lines
+        prog, update = (
+            progress_reporter(", ".join(cells)) if cells else (contextlib.nullcontext(), no_progress)
+        )
         with prog:
             outcome = b.build(
                 build_file,
