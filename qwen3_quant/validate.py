@@ -94,7 +94,7 @@ def measured_files(folder: Path, manifest: Manifest, variant: str) -> dict[str, 
 
 
 def _naming(progress: Progress, variant: str) -> Progress:
-    """The reports of one variant's validation, named after it: ``validate Q4_K_M: scoring windows``."""
+    """The reports of one variant's validation, named after it: ``validate Q4_K_M: scoring in llama.cpp``."""
 
     def report(stage: str, done: float, total: float) -> None:
         progress(f"validate {variant}: {stage}", done, total)
