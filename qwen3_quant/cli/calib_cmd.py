@@ -15,7 +15,7 @@ def list_(as_json: bool) -> None:
     from ..calib import list_mixes, load_mix
     from .console import console, print_json
 
-    mixes = {name: load_mix(path) for name, path in list_mixes().items()}
+    mixes = {name: (path, load_mix(path)) for name, path in list_mixes().items()}
     if as_json:
         print_json(
             [
@@ -27,12 +27,11 @@ def list_(as_json: bool) -> None:
                     "path": str(path),
                     "sources": [s.name for s in m.sources],
                 }
-                for (name, path), m in zip(list_mixes().items(), mixes.values(), strict=True)
+                for name, (path, m) in mixes.items()
             ]
         )
         return
-    for name, path in list_mixes().items():
-        m = mixes[name]
+    for name, (path, m) in mixes.items():
         console().print(
             f"[bold]{name}[/bold]  {m.samples} x {m.seq_len} tokens  {m.description}  [dim]{path}[/dim]"
         )
