@@ -245,3 +245,12 @@ def test_help_shows_defaults(command, flags):
     for flag in flags:
         text = " ".join(next(o for o in options if o.startswith(flag + " ")).split())
         assert re.search(r"default", text, re.IGNORECASE), text
+
+
+def test_json_on_stdout_has_no_nan(capsys):
+    from qwen3_quant.cli.console import print_json
+
+    print_json({"ok": False, "results": [{"perplexity": float("nan"), "kld": float("inf"), "n": 3}]})
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "Infinity" not in out
+    assert json.loads(out)["results"] == [{"perplexity": None, "kld": None, "n": 3}]

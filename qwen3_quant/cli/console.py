@@ -72,7 +72,10 @@ def err_console():
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """``obj`` as JSON on stdout (NaN and infinities as null, so that any parser takes it)."""
+    from ..io import finite_json
+
+    sys.stdout.write(json.dumps(finite_json(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager
