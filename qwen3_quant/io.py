@@ -58,7 +58,7 @@ def check_writable(folder: Path, *, what: str = "output folder") -> None:
     whoever runs it). Nothing is left behind.
     """
     folder = Path(folder).expanduser()
-    p = folder
+    top = p = folder.absolute()
     while not p.exists() and p != p.parent:
         if p.is_symlink():  # a dangling link: mkdir would fail on it
             raise NotWritableError(
@@ -67,10 +67,8 @@ def check_writable(folder: Path, *, what: str = "output folder") -> None:
             )
         p = p.parent
     if not p.is_dir():
-        where = "is a file" if p == folder else f"is under {p}, which is a file"
-        raise NotWritableError(
-            f"cannot write the {what} {folder}: it {where}", hint="choose a folder path (e.g. -o DIR)"
-        )
+        where = "is a file" if p == top else f"is under {p}, which is a file"
+        raise NotWritableError(f"cannot write the {what} {folder}: it {where}", hint="choose a folder path")
     try:
         fd, probe = tempfile.mkstemp(prefix=".qwen3-quant-write-check.", dir=p)
     except OSError as exc:
@@ -81,7 +79,7 @@ def check_writable(folder: Path, *, what: str = "output folder") -> None:
             errno.ENOSPC: "is on a full disk",
             errno.EDQUOT: "is on a disk over its quota",
         }.get(exc.errno or 0, f"is not writable ({exc.strerror or exc})")
-        place = p if p == folder else f"{p} (where {folder} would be created)"
+        place = p if p == top else f"{p} (where {folder} would be created)"
         raise NotWritableError(
             f"cannot write the {what}: {place} {why}", hint="choose a writable folder"
         ) from exc
