@@ -223,3 +223,14 @@ def test_check_json_reports_a_failure_as_json(micro_copy):
     doc = json.loads(r.stdout)
     assert doc["ok"] is False and "tokenizer.json is not valid JSON" in doc["error"]
     assert doc["exit_code"] == 1 and doc["hint"]
+
+
+def test_build_with_an_unreadable_eval_text_is_one_line_before_any_cell(tmp_path):
+    f = tmp_path / "build.toml"
+    f.write_text(
+        f'[build]\nname = "t"\nmodels = ["Qwen3-Micro"]\nout = "{tmp_path / "out"}"\n'
+        '[eval]\ntext = "no-such-text.txt"\n[[format]]\nname = "gguf"\ntypes = ["Q8_0"]\n'
+    )
+    r = CliRunner().invoke(main, ["build", str(f)])
+    assert r.exit_code == 1 and "text file not found: no-such-text.txt" in _one_line(r)
+    assert not (tmp_path / "out" / "build").exists()

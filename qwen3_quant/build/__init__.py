@@ -12,7 +12,7 @@ from ..formats.base import Progress, no_progress
 from ..io import check_writable
 from .executors import OnEvent, run_local, run_ray
 from .report import report_rows, write_report
-from .run import BuildOutcome, PlanRow, plan, run_cell
+from .run import BuildOutcome, PlanRow, eval_options, plan, run_cell
 from .spec import BuildSpec, Cell, load_build, select
 from .state import load_state, merge_states, update_cell
 
@@ -57,6 +57,9 @@ def build(
         raise UsageError(f"unknown executor '{executor}'", hint="use local or ray")
     spec = load_build(path, out=out)
     check_writable(spec.out, what="build output folder")
+    from ..validate import check_eval_inputs
+
+    check_eval_inputs(eval_options(spec))  # once, not in every cell after it has quantised
     selected = select(spec.cells(), cells)
     rows = plan(spec, selected)
     skipped = {r.cell.id: r.reason for r in rows if r.status == "skip"}
