@@ -73,9 +73,10 @@ def publish_local(
     """Write ``bundle`` to the folder ``dest``. Files are copies (or copy-on-write clones);
     ``hard_link`` links them instead where the filesystem allows, so that the publish takes no
     space but changes whenever the artifact's files are changed in place."""
-    dest = Path(dest).expanduser().resolve()
+    dest = Path(dest).expanduser()
+    dest = dest.parent.resolve() / dest.name  # a symlink at dest is replaced, never written through
     src = bundle.artifact_dir.resolve()
-    if _inside(dest, src) or _inside(src, dest):
+    if _inside(dest.resolve(), src) or _inside(src, dest.resolve()):
         raise UsageError(
             f"the publish folder {dest} overlaps the artifact folder {src}", hint="choose another --to folder"
         )
