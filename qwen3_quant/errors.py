@@ -76,6 +76,20 @@ class PublishError(Qwen3QuantError):
     pass
 
 
+class UnsafePathError(Qwen3QuantError):
+    """A path read from a manifest, build file, state file or Hub response that would leave the
+    folder it belongs to (``..``, an absolute path, a symlink leading out)."""
+
+
+class ManifestError(Qwen3QuantError):
+    """A manifest (``qwen3_quant.json``) or state file that is not shaped as qwen3-quant writes it."""
+
+
+class MergeConflictError(Qwen3QuantError):
+    """Two CI cells' outputs that cannot be merged into one artifact folder (the same variant or
+    file with different contents, or folders made from different checkpoints)."""
+
+
 class FormatContractError(Qwen3QuantError, TypeError):
     """A format that does not declare or implement part of the format contract (a programming
     error in the format, found when it registers)."""

@@ -1,4 +1,5 @@
-"""Safe file output: temporary names renamed when complete, free-space checks, checksums."""
+"""Safe file output: temporary names renamed when complete, free-space checks, checksums, and paths
+from untrusted data (manifests, build and state files, Hub responses) kept inside their folder."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, DiskFullError, NotWritableError
+from .errors import ArtifactExistsError, DiskFullError, NotWritableError, UnsafePathError
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +231,98 @@ def file_lock(lock_file: Path, *, blocking: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- paths read from data ------------------------------------------------------------------------
+
+_PATH_HINT = "the file names in it must stay inside its folder; it was edited or made by another tool"
+
+
+def _refuse(what: str, name: object, why: str, hint: str) -> UnsafePathError:
+    return UnsafePathError(f"{what}: refusing the path {name!r}: {why}", hint=hint)
+
+
+def safe_relpath(name: object, *, what: str = "path", hint: str = _PATH_HINT) -> str:
+    """``name`` if it is a relative POSIX path that stays below its folder, else
+    :class:`UnsafePathError` naming it (``..``, an absolute path, a drive, a backslash, an empty
+    part, a NUL, a non-string)."""
+    if not isinstance(name, str):
+        raise _refuse(what, name, f"a {type(name).__name__}, not a file name", hint)
+    if not name or "\x00" in name:
+        raise _refuse(what, name, "empty or holds a NUL byte", hint)
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise _refuse(what, name, "an absolute path", hint)
+    if "\\" in name:
+        raise _refuse(what, name, "holds a backslash", hint)
+    parts = name.split("/")
+    if ".." in parts:
+        raise _refuse(what, name, "leads out of its folder (..)", hint)
+    if any(p in ("", ".") for p in parts):
+        raise _refuse(what, name, "has an empty or '.' part", hint)
+    return name
+
+
+def safe_name(name: object, *, what: str = "name", hint: str = _PATH_HINT) -> str:
+    """``name`` if it is one plain path component (a folder or file name), else :class:`UnsafePathError`."""
+    safe_relpath(name, what=what, hint=hint)
+    if "/" in name:  # type: ignore[operator]
+        raise _refuse(what, name, "holds a '/' where one name is expected", hint)
+    return name  # type: ignore[return-value]
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to ``root`` or below it."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def path_inside(root: Path, rel: object, *, what: str = "path", hint: str = _PATH_HINT) -> Path:
+    """``root / rel`` after checking that ``rel`` is a safe relative path and that no symlink on
+    the way leads out of ``root``; :class:`UnsafePathError` naming the entry otherwise."""
+    root = Path(root)
+    p = root / safe_relpath(rel, what=what, hint=hint)
+    if not is_inside(p, root):
+        raise _refuse(what, rel, f"a symlink leads out of {root}", hint)
+    return p
+
+
+# --- copies that never share storage with their source ----------------------------------------------
+
+_FICLONE = 0x40049409  # linux/fs.h: share the blocks copy-on-write (btrfs, XFS, bcachefs, ...)
+
+
+def _reflink(src_fd: int, dst_fd: int) -> bool:
+    try:
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+    except OSError:
+        return False
+    return True
+
+
+def copy_file_hashed(src: Path, dst: Path, on_bytes=None) -> tuple[str, str]:
+    """Copy ``src`` to a new file ``dst`` (never through a symlink at ``dst``) and return the
+    sha256 of what ``dst`` holds and how it was made: ``"reflink"`` (copy-on-write clone, where the
+    filesystem has it: a later change to ``src`` does not reach ``dst``) or ``"copy"``.
+    ``on_bytes(n)`` reports progress."""
+    h = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with open(src, "rb") as fin:
+        fd = os.open(dst, flags, 0o666)
+        with disk_errors(Path(dst)), os.fdopen(fd, "wb") as fout:
+            if _reflink(fin.fileno(), fout.fileno()):
+                how = "reflink"
+                with open(dst, "rb") as back:
+                    while block := back.read(8 << 20):
+                        h.update(block)
+                        if on_bytes:
+                            on_bytes(len(block))
+            else:
+                how = "copy"
+                while block := fin.read(8 << 20):
+                    h.update(block)
+                    fout.write(block)
+                    if on_bytes:
+                        on_bytes(len(block))
+            fout.flush()
+            os.fsync(fout.fileno())
+    return h.hexdigest(), how

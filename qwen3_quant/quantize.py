@@ -12,7 +12,7 @@ from .errors import DependencyMissingError
 from .eval.evaluate import EvalOptions, EvalResult
 from .formats import get_format
 from .formats.base import Progress, no_progress
-from .io import check_writable, ensure_free_space
+from .io import check_writable, ensure_free_space, safe_name
 from .provenance import Provenance, python_call
 from .sources import resolve_model
 from .validate import check_eval_inputs
@@ -81,7 +81,11 @@ def quantize(
         )
     src = resolve_model(model, revision=revision)
     info = inspect_checkpoint(src.path)
-    dest = Path(out_dir) if out_dir else Path(out_root or DEFAULT_OUT) / f.artifact_name(src.name, config)
+    if out_dir:
+        dest = Path(out_dir)
+    else:  # the name comes from the model's name, which a Hub id or a folder chose
+        name = safe_name(f.artifact_name(src.name, config), what=f"artifact name for {model}")
+        dest = Path(out_root or DEFAULT_OUT) / name
     if overwrite or not dest.exists():  # else kept, or (GGUF) types added, each checked as it is written
         need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
         ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")

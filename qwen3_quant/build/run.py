@@ -16,6 +16,7 @@ from ..eval.options import EvalOptions
 from ..formats import get_format
 from ..formats.base import Progress, no_progress
 from ..provenance import Provenance
+from .resources import CellNeeds, Runner, cell_needs, route
 from .spec import BuildSpec, Cell
 from .state import cell_is_current, inputs_hash, load_state, update_cell
 
@@ -32,6 +33,9 @@ class PlanRow:
     seconds: float | None = None
     reason: str = ""
     previous: dict[str, Any] = field(default_factory=dict)
+    needs: CellNeeds | None = None  # None: unknown (a model the catalog does not describe)
+    runner: Runner | None = None  # the build's smallest runner that fits; None: none does
+    buildable: bool = True  # False: no machine can make it (the format refuses the options)
 
 
 def _arch_of(model: str):
@@ -53,8 +57,14 @@ def _arch_of(model: str):
 
 
 def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
+    """Every cell with its estimates, needs, runner and status on this machine: ``done``, ``todo``,
+    ``changed``, or ``skip`` (the format refuses it, or this machine lacks the memory, the disk or
+    the libraries; what is already running here is not counted against the disk)."""
+    from ..io import free_bytes
+
     state = load_state(spec.state_dir)["cells"]
     mem = psutil.virtual_memory().total
+    disk = free_bytes(spec.out)
     rows = []
     for cell in cells or spec.cells():
         inputs = inputs_hash(spec, cell)
@@ -68,18 +78,29 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 est = fmt.estimate(arch, variant)
                 row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
             except Qwen3QuantError as exc:
-                row.status, row.reason = "skip", exc.one_line()
+                row.status, row.reason, row.buildable = "skip", exc.one_line(), False
             from ..catalog.architecture import param_counts
 
             row.seconds = max(fmt.min_seconds, param_counts(arch).total / 1e9 * fmt.seconds_per_billion)
+            if row.buildable:
+                row.needs = cell_needs(fmt, arch, row.peak_bytes or 0, row.artifact_bytes or 0, row.seconds)
+        row.runner = route(row.needs, spec.runners) if row.buildable else None
         if row.status != "skip":
-            if cell_is_current(entry, inputs):
+            if cell_is_current(spec, entry, inputs):
                 row.status = "done"
             elif entry and entry.get("inputs") not in (None, inputs):
                 row.status, row.reason = "changed", "inputs changed since the last run"
             if row.peak_bytes and row.peak_bytes > mem and row.status != "done":
                 row.status = "skip"
                 row.reason = f"needs about {row.peak_bytes / 1e9:.0f} GB of memory, this machine has {mem / 1e9:.0f} GB"
+            elif row.needs and row.needs.disk_bytes > disk and row.status != "done":
+                row.status = "skip"
+                row.reason = (
+                    f"needs about {row.needs.disk_bytes / 1e9:.0f} GB of disk, "
+                    f"{disk / 1e9:.0f} GB free at {spec.out}"
+                )
+            elif row.needs and row.needs.gpu_bytes and row.status != "done" and not _has_gpu():
+                row.status, row.reason = "skip", "needs a CUDA GPU, this machine has none"
             elif not fmt.available() and row.status != "done":
                 row.status, row.reason = (
                     "skip",
@@ -87,6 +108,14 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 )
         rows.append(row)
     return rows
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def eval_options(spec: BuildSpec) -> EvalOptions:
@@ -124,7 +153,7 @@ def run_cell(
 
     inputs = inputs_hash(spec, cell)
     previous = load_state(spec.state_dir)["cells"].get(cell.id) or {}
-    if not force and cell_is_current(previous, inputs):
+    if not force and cell_is_current(spec, previous, inputs):
         return previous
     changed = bool(previous) and previous.get("inputs") != inputs
     update_cell(

@@ -31,6 +31,10 @@ A build file is TOML::
     [publish]
     to = "qwen3-quant-out/published"  # or hf://ORG (repo names come from the artifacts)
 
+    [runners.ubuntu-latest]           # CI runners cells are routed to (see build/resources.py)
+    ram = "16GB"
+    disk = "14GB"
+
 Each cell is one (model, format, variant): ``Qwen3-Micro/gguf/Q4_K_M``.
 """
 
@@ -43,6 +47,7 @@ from typing import Any
 
 from ..errors import MissingFileError, UsageError
 from ..formats import FORMATS, get_format
+from .resources import DEFAULT_RUNNERS, Runner, parse_runners
 
 DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "assets" / "build" / "default.toml"
 
@@ -77,6 +82,7 @@ class BuildSpec:
     gates: dict[str, float | None] = field(default_factory=dict)
     publish: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    runners: tuple[Runner, ...] = DEFAULT_RUNNERS
 
     @property
     def is_default(self) -> bool:
@@ -134,13 +140,27 @@ def load_build(path: str | Path | None = None, *, out: str | Path | None = None)
 
 def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | None = None) -> BuildSpec:
     where = source or "build file"
+    for key in ("build", "calib", "eval", "gates", "publish", "runners"):
+        if key in data and not isinstance(data[key], dict):
+            raise UsageError(f"{where}: [{key}] is not a table", hint=f"write it as [{key}] with keys below")
     b = data.get("build") or {}
     models = b.get("models") or []
     formats = data.get("format") or []
     if not models:
         raise UsageError(f"{where}: [build] models is empty", hint='list models, e.g. models = ["Qwen3-8B"]')
+    if not isinstance(models, list) or not all(isinstance(m, str) and m.strip() for m in models):
+        raise UsageError(f"{where}: [build] models is not a list of names", hint='e.g. models = ["Qwen3-8B"]')
     if not formats:
         raise UsageError(f"{where}: no [[format]] tables", hint='add e.g. [[format]] name = "gguf"')
+    if not isinstance(formats, list) or not all(isinstance(f, dict) for f in formats):
+        raise UsageError(
+            f"{where}: format is not a list of [[format]] tables", hint='write [[format]] name = "gguf"'
+        )
+    for key in ("name", "out"):
+        if key in b and not isinstance(b[key], str):
+            raise UsageError(f"{where}: [build] {key} is not a string", hint=f'write {key} = "..."')
+    if "to" in (data.get("publish") or {}) and not isinstance(data["publish"]["to"], str):
+        raise UsageError(f"{where}: [publish] to is not a string", hint='write to = "hf://ORG" or a folder')
     for f in formats:
         name = str(f.get("name", "")).lower()
         if name not in FORMATS:
@@ -151,8 +171,8 @@ def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | Non
     from ..eval.gates import parse_gate_overrides
 
     gates = parse_gate_overrides([f"{k}={v}" for k, v in (data.get("gates") or {}).items()])
-    jobs = int(b.get("jobs", 1))
-    if jobs < 1:
+    jobs = b.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"{where}: jobs must be at least 1", hint="set [build] jobs = 1 or more")
     return BuildSpec(
         name=b.get("name", Path(source).stem or "build"),
@@ -165,6 +185,7 @@ def parse_build(data: dict[str, Any], *, source: str = "", out: str | Path | Non
         gates=gates,
         publish=dict(data.get("publish") or {}),
         source=source,
+        runners=parse_runners(data.get("runners"), where=where),
     )
 
 

@@ -17,6 +17,9 @@ import click
     "--cell", "cells", multiple=True, help="Run only this cell (repeatable), in this process (CI jobs)."
 )
 @click.option(
+    "--model", "models", multiple=True, help="Only this model's cells (repeatable): plan, run, emit, collect."
+)
+@click.option(
     "--jobs",
     type=click.IntRange(1),
     help="Cells at once, also bounded by memory (default: the build file's [build] jobs, else 1).",
@@ -31,7 +34,8 @@ import click
     "collect_states",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Merge state files (or folders) from CI jobs, then report and publish.",
+    help="Merge CI jobs' output folders (each job's --out: artifacts/ and build/state.json) into "
+    "--out variant by variant, then report and publish (repeatable).",
 )
 @click.option("--force", is_flag=True, help="Redo cells even when they are up to date.")
 @click.option(
@@ -43,6 +47,7 @@ def build(
     out: Path | None,
     plan_only: bool,
     cells: tuple[str, ...],
+    models: tuple[str, ...],
     jobs: int | None,
     executor: str,
     address: str | None,
@@ -56,22 +61,31 @@ def build(
     type cell, resumable, then a report and publishing of what passed. Exit status: 0 all gates
     passed, 3 a gate failed or a cell errored, 4 cells were skipped on this machine."""
     from .. import build as b
-    from .console import print_json, print_table
+    from .console import console, print_json, print_table
 
     if emit:
-        print_json(b.github_matrix(build_file, out=out))
+        print_json(b.github_matrix(build_file, out=out, models=list(models) or None))
         return
     if plan_only:
         spec = b.load_build(build_file, out=out)
-        rows = b.plan(spec, b.spec.select(spec.cells(), list(cells) or None))
+        chosen = b.select_models(spec.cells(), list(models) or None)
+        rows = b.plan(spec, b.spec.select(chosen, list(cells) or None))
         if as_json:
             click.echo(b.dump_plan(rows))
             return
         print_table(_plan_table(spec, rows))
+        homeless = [r.cell.id for r in rows if r.buildable and r.runner is None]
+        if homeless:
+            console().print(
+                f"{len(homeless)} cells fit no runner of the build file's [runners] "
+                f"({', '.join(x.label for x in spec.runners)}): {', '.join(homeless)}",
+                markup=False,
+            )
         return
     if collect_states:
-        states = [p / "build" if (p / "build" / "state.json").is_file() else p for p in collect_states]
-        outcome = b.collect(build_file, out=out, states=states, publish=publish)
+        outcome = b.collect(
+            build_file, out=out, states=list(collect_states), models=list(models) or None, publish=publish
+        )
     else:
         import contextlib
 
@@ -121,16 +135,28 @@ def _plan_table(spec, rows):
     from .console import short_bytes
 
     t = Table(title=f"Build plan: {spec.name} ({spec.source}) -> {spec.out}", title_justify="left")
-    for col in ("cell", "status", "est. size", "est. peak memory", "est. time", "note"):
+    for col in (
+        "cell",
+        "status",
+        "est. size",
+        "est. peak memory",
+        "est. disk",
+        "est. time",
+        "runner",
+        "note",
+    ):
         t.add_column(col, justify="right" if col.startswith("est") else "left")
     style = {"done": "green", "todo": "cyan", "changed": "yellow", "skip": "red"}
     for r in rows:
+        runner = r.runner.label if r.runner else ("[red]none fits[/]" if r.buildable else "-")
         t.add_row(
             r.cell.id,
             f"[{style[r.status]}]{r.status}[/]",
             short_bytes(r.artifact_bytes) if r.artifact_bytes else "?",
             short_bytes(r.peak_bytes) if r.peak_bytes else "?",
+            short_bytes(r.needs.disk_bytes) if r.needs else "?",
             _duration(r.seconds),
+            runner,
             r.reason,
         )
     return t

@@ -65,6 +65,12 @@ class _Progress:
 )
 @click.option("--overwrite", is_flag=True, help="Folder target: replace an existing different publish.")
 @click.option(
+    "--hard-link",
+    is_flag=True,
+    help="Folder target: hard-link the files instead of copying them (no space taken, but the "
+    "publish then changes whenever the artifact's files are changed in place).",
+)
+@click.option(
     "--variant", "variants", multiple=True, metavar="NAME", help="Publish only this variant (repeatable)."
 )
 @click.option(
@@ -88,6 +94,7 @@ def publish(
     dry_run: bool,
     force: bool,
     overwrite: bool,
+    hard_link: bool,
     variants: tuple[str, ...],
     show_card: bool | None,
     json_out: Path | None,
@@ -114,6 +121,7 @@ def publish(
                 dry_run=dry_run,
                 force=force,
                 overwrite=overwrite,
+                hard_link=hard_link,
                 variants=variants,
                 progress=progress,
             )

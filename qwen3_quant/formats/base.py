@@ -179,6 +179,9 @@ class QuantFormat(ABC):
     # the build plan's time estimate for one variant on a CPU: seconds per billion parameters, floor
     seconds_per_billion: ClassVar[float] = 600.0
     min_seconds: ClassVar[float] = 60.0
+    # the build's disk estimate: bf16 copies of the source a run keeps beside it (GGUF's base file)
+    scratch_source_copies: ClassVar[float] = 0.0
+    needs_gpu: ClassVar[bool] = False  # quantising needs a CUDA GPU (builds route such cells to one)
 
     # --- facts ------------------------------------------------------------------------------
 

@@ -97,7 +97,12 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def _check_options(
-    target: Target, private: bool, revision: str | None, create_pr: bool, overwrite: bool
+    target: Target,
+    private: bool,
+    revision: str | None,
+    create_pr: bool,
+    overwrite: bool,
+    hard_link: bool = False,
 ) -> None:
     if not target.is_hub:
         for flag, given in (("--private", private), ("--revision", revision), ("--create-pr", create_pr)):
@@ -110,6 +115,8 @@ def _check_options(
             "--overwrite applies to folder targets only",
             hint="a Hub publish adds commits; use --revision BRANCH or --create-pr to keep main untouched",
         )
+    if target.is_hub and hard_link:
+        raise UsageError("--hard-link applies to folder targets only", hint="drop --hard-link")
     if revision is not None and (not revision.strip() or revision.startswith("refs/pr/")):
         raise UsageError(
             f"bad --revision '{revision}'", hint="name a branch; use --create-pr for a pull request"
@@ -163,6 +170,7 @@ def publish(
     dry_run: bool = False,
     force: bool = False,
     overwrite: bool = False,
+    hard_link: bool = False,
     variants: Sequence[str] | None = None,
     token: str | None = None,
     limits: HubLimits | None = None,
@@ -174,11 +182,13 @@ def publish(
     differs from the manifest; a variant whose validation failed or is missing, unless ``force``;
     a Hub file over 50 GB; an existing different folder without ``overwrite``. ``dry_run`` does the
     checks and returns the plan (files, commits, card) without writing or uploading. ``variants``
-    publishes a subset. The token (``token``, else HF_TOKEN, else the huggingface_hub login) is
+    publishes a subset. A folder publish copies the files (copy-on-write clones where the
+    filesystem has them), so it does not change when the artifact does; ``hard_link`` links them
+    instead (no space taken; the two folders then share their bytes). The token (``token``, else HF_TOKEN, else the huggingface_hub login) is
     used for the upload only.
     """
     target = parse_target(to)
-    _check_options(target, private, revision, create_pr, overwrite)
+    _check_options(target, private, revision, create_pr, overwrite, hard_link)
     hub_limits = (limits or HubLimits()) if target.is_hub else None
     tok = None
     if target.is_hub and not dry_run:
@@ -235,7 +245,7 @@ def publish(
         return result
     from .local import publish_local
 
-    lo = publish_local(bundle, target.path, overwrite=overwrite, progress=progress)
+    lo = publish_local(bundle, target.path, overwrite=overwrite, hard_link=hard_link, progress=progress)
     result.url = str(lo.path)
     result.unchanged = lo.unchanged
     result.uploaded = [] if lo.unchanged else lo.linked + lo.copied + lo.written

@@ -17,7 +17,7 @@ from typing import Any
 from ..artifact import MANIFEST, FileRecord, Manifest, verify_files
 from ..errors import PublishError, UsageError, ValidationFailedError
 from ..formats.base import Progress, no_progress
-from ..io import human_bytes
+from ..io import human_bytes, path_inside
 from .scrub import public_text, scrub, shorten_home
 
 log = logging.getLogger(__name__)
@@ -294,4 +294,5 @@ def checksums_text(files: list[PublishFile]) -> str:
 
 def source_file(folder: Path, manifest: Manifest, path: str, variant: str | None) -> PublishFile:
     meta = manifest.files[path]
-    return PublishFile(path, meta.size, meta.sha256, source=folder / path, variant=variant)
+    src = path_inside(folder, path, what=f"{manifest.name}/{MANIFEST}: file entry")
+    return PublishFile(path, meta.size, meta.sha256, source=src, variant=variant)

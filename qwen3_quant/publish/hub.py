@@ -302,8 +302,12 @@ class _Hub:
             return {}
         except Exception as exc:
             raise self.error(exc, f"could not list {self.repo_id}@{revision}") from exc
+        from ..io import safe_relpath
+
         return {
-            e.path: RemoteFile(e.size, e.lfs.sha256 if e.lfs else None, e.blob_id)
+            safe_relpath(e.path, what=f"the Hub's listing of {self.repo_id}@{revision}"): RemoteFile(
+                e.size, e.lfs.sha256 if e.lfs else None, e.blob_id
+            )
             for e in entries
             if isinstance(e, RepoFile)
         }
