@@ -209,7 +209,9 @@ def check_tokenizer(folder: Path) -> None:
         if not isinstance(model, dict):
             raise CheckpointError(f"{tj} has no tokenizer model", hint=fix)
         if model.get("type", "BPE") != "BPE":
-            raise CheckpointError(f"{tj} holds a {model.get('type')} tokenizer, not BPE as Qwen3's is", hint=fix)
+            raise CheckpointError(
+                f"{tj} holds a {model.get('type')} tokenizer, not BPE as Qwen3's is", hint=fix
+            )
         vocab, merges = model.get("vocab"), model.get("merges")
         if not isinstance(vocab, dict) or not vocab:
             raise CheckpointError(f"{tj}: the BPE model has no vocab", hint=fix)
