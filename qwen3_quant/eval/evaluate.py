@@ -97,6 +97,9 @@ def base_of(target: EvalTarget) -> Path | None:
 def _tokenize(tok_dir: Path, text: str, max_tokens: int | None) -> np.ndarray:
     from transformers import AutoTokenizer
 
+    from ..checkpoint import check_tokenizer
+
+    check_tokenizer(tok_dir)  # a broken file is one line naming it, not a tokenizers traceback
     tok = AutoTokenizer.from_pretrained(tok_dir)
     tok.model_max_length = 1 << 30  # windows are cut here, not by the tokenizer
 
