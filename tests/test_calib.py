@@ -156,3 +156,20 @@ def test_bad_mixes():
 def test_allocate():
     assert allocate(10, [0.3, 0.2, 0.2, 0.1, 0.2]) == [3, 2, 2, 1, 2]
     assert sum(allocate(7, [1, 1, 1])) == 7
+
+
+def test_rows_without_the_fields_a_source_names(micro_dense, tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_text(json.dumps({"q": "2+2?", "a": "4"}) + "\n")
+    qa = {"name": "qa", "kind": "jsonl-chat", "path": str(f), "share": 1}
+    for extra, message in [
+        (
+            {"fields": {"user": "{question}", "assistant": "{answer}"}},
+            "source qa: row 1 has no field 'question'",
+        ),
+        ({"fields": {"text": "body"}}, "source qa: row 1 has no 'body' text"),
+        ({}, "source qa: row 1 has no 'messages' list"),
+    ]:
+        mix = parse_mix({"name": "m", "samples": 1, "seq_len": 16, "source": [{**qa, **extra}]})
+        with pytest.raises(CalibrationError, match=message):
+            mix.build(micro_dense)

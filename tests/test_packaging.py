@@ -33,6 +33,7 @@ IGNORE = shutil.ignore_patterns(
 def installed(tmp_path_factory) -> Path:
     """A fresh venv with qwen3-quant installed from a wheel built here; its bin folder."""
     pytest.importorskip("pip")
+    pytest.importorskip("setuptools", minversion="77")  # pyproject's SPDX licence string
     root = tmp_path_factory.mktemp("wheel")
     src = root / "src"
     shutil.copytree(ROOT, src, symlinks=False, ignore=IGNORE)  # the mixes link becomes files

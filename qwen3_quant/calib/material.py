@@ -85,6 +85,30 @@ def check_messages(rows: list[dict], key: str, where: str) -> None:
             )
 
 
+def check_fields(src: Source, rows: list[dict]) -> None:
+    """Rows must have what the source's fields name (checked on every row for messages, on the
+    first row for formatted and text fields)."""
+    f, where = src.fields, f"calibration source {src.name}"
+    if src.kind == "generate":
+        return  # prompts are checked when they are read; written rows are ours
+    if "text" in f:
+        if not isinstance(rows[0].get(f["text"]), str):
+            raise CalibrationError(
+                f"{where}: row 1 has no '{f['text']}' text (its fields: {', '.join(sorted(rows[0]))})",
+                hint='set fields = {text = "<column>"} to the column that holds the text',
+            )
+    elif "user" in f and src.kind != "jsonl":
+        try:
+            f["user"].format(**rows[0]), f.get("assistant", "{answer}").format(**rows[0])
+        except (KeyError, IndexError) as exc:
+            raise CalibrationError(
+                f"{where}: row 1 has no field {exc} (its fields: {', '.join(sorted(rows[0]))})",
+                hint='name the row\'s columns in fields = {user = "{...}", assistant = "{...}"}',
+            ) from exc
+    elif src.kind in ("jsonl-chat", "hf-dataset"):
+        check_messages(rows, f.get("messages", "messages"), where)
+
+
 class Material:
     """A source's text (sampled at random offsets) or rows (sampled and packed)."""
 
@@ -119,10 +143,8 @@ class Material:
                 f"calibration source {src.name}: {src.describe() or src.kind} has no text",
                 hint="give a file with text in it",
             )
-        f = src.fields
-        if src.kind == "generate" or (src.kind == "jsonl-chat" and "user" not in f and "text" not in f):
-            key = "messages" if src.kind == "generate" else f.get("messages", "messages")
-            check_messages(self.rows, key, f"calibration source {src.name}")
+        if self.rows:
+            check_fields(src, self.rows)
 
 
 def read_hub_rows(src: Source) -> list[dict]:
