@@ -57,13 +57,11 @@ def prompts_of(src: Source, seed: int) -> list[str]:
 
 
 def cache_key(src: Source, model_fingerprint: str, seed: int) -> str:
-    from ..checkpoint import fingerprint
-
     files = resolve_files(src.path, src.name)
     settings = {k: v for k, v in asdict(src).items() if k in _SETTINGS}
     blob = {
         "model": model_fingerprint,
-        "prompts": [fingerprint(f) for f in files],
+        "prompts": [hashlib.sha256(f.read_bytes()).hexdigest() for f in files],
         "settings": settings,
         "sampling": SAMPLING[bool(src.thinking)],
         "seed": seed,
