@@ -126,7 +126,23 @@ def gguf_base(model: str, work: Path) -> Path:
     return f
 
 
-def run_gguf(model: str, mix: str | None, samples: int, work: Path) -> Path:
+def mix_spec(mix: str, seed: int, work: Path) -> str:
+    """The mix as named, or a copy of its file with another sampling seed."""
+    if seed == 0:
+        return MIXES[mix]
+    import tomllib
+
+    from qwen3_quant.calib import load_mix
+
+    path = Path(load_mix(MIXES[mix]).origin)
+    data = tomllib.loads(path.read_text())
+    out = work / f"{mix}-seed{seed}.toml"
+    text = path.read_text().replace(f"seed = {data.get('seed', 0)}", f"seed = {seed}")
+    out.write_text(text if "seed =" in text else f"seed = {seed}\n" + text)
+    return str(out)
+
+
+def run_gguf(model: str, mix: str | None, samples: int, work: Path, seed: int = 0) -> Path:
     from qwen3_quant.calib import load_mix
     from qwen3_quant.checkpoint import inspect_checkpoint
     from qwen3_quant.formats.gguf.imatrix import collect_imatrix
@@ -134,24 +150,26 @@ def run_gguf(model: str, mix: str | None, samples: int, work: Path) -> Path:
     from qwen3_quant.sources import resolve_model
 
     src = resolve_model(model)
-    f = work / f"{model}-Q4_K_M-{mix or 'no-imatrix'}.gguf"
+    f = work / f"{model}-Q4_K_M-{mix or 'no-imatrix'}-seed{seed}.gguf"
     im = None
     if mix:
-        cs = load_mix(MIXES[mix]).build(src.path, samples=samples)
+        cs = load_mix(mix_spec(mix, seed, work)).build(src.path, samples=samples)
         im = collect_imatrix(inspect_checkpoint(src.path), cs.samples)
     quantize_gguf(gguf_base(model, work), f, "Q4_K_M", imatrix=im)
     return f
 
 
-def run_gptq(model: str, mix: str, samples: int, work: Path) -> Path:
+def run_gptq(model: str, mix: str, samples: int, work: Path, seed: int = 0) -> Path:
     from qwen3_quant.checkpoint import inspect_checkpoint
     from qwen3_quant.formats.gptqmodel.config import GPTQModelConfig
     from qwen3_quant.formats.gptqmodel.quantizer import quantize_artifact
     from qwen3_quant.sources import resolve_model
 
     src = resolve_model(model)
-    cfg = GPTQModelConfig(method="gptq", bits=4, sym=True, calib=MIXES[mix], calib_samples=samples)
-    dest = work / f"{model}-GPTQ-Int4-{mix}"
+    cfg = GPTQModelConfig(
+        method="gptq", bits=4, sym=True, calib=mix_spec(mix, seed, work), calib_samples=samples
+    )
+    dest = work / (f"{model}-GPTQ-Int4-{mix}" + (f"-seed{seed}" if seed else ""))
     if not dest.is_dir():
         quantize_artifact(src, inspect_checkpoint(src.path), cfg, dest, fmt="gptq")
     return dest
@@ -238,6 +256,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/calib-bench"))
     ap.add_argument("--only", choices=("gguf", "gptq", "coverage"), action="append")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument(
+        "--seed", type=int, default=0, help="resample every mix with this seed (rows keyed by it)"
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help="raw results (the .md goes beside it)")
     args = ap.parse_args()
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
@@ -269,13 +290,17 @@ def main() -> None:
             jobs += [("GPTQ-Int4", mix) for mix in MIXES]
         for kind, mix in jobs:
             key = f"{kind} {'+ imatrix ' if kind.startswith('GGUF') and mix else ''}{mix or 'no imatrix'}"
+            if args.seed:
+                if not mix:
+                    continue  # no calibration, nothing to resample
+                key += f" (seed {args.seed})"
             if key in m:
                 continue
             t = time.perf_counter()
             art = (
-                run_gguf(model, mix, args.samples, args.work)
+                run_gguf(model, mix, args.samples, args.work, args.seed)
                 if kind.startswith("GGUF")
-                else run_gptq(model, mix, args.samples, args.work)
+                else run_gptq(model, mix, args.samples, args.work, args.seed)
             )
             q_s = time.perf_counter() - t
             m[key] = {"quantize_seconds": round(q_s, 1), **score(art, src, texts, args.work, args.max_tokens)}
@@ -353,18 +378,22 @@ def report(res: dict) -> str:
 
 
 def _ratios(rows: dict, texts: list[str]) -> list[str]:
+    import re
+
     out = []
-    for kind in ("GGUF Q4_K_M + imatrix", "GPTQ-Int4"):
-        ref = rows.get(f"{kind} default")
-        if not ref:
-            continue
-        for other in ("shared-default", "builtin"):
-            r = rows.get(f"{kind} {other}")
-            if r:
-                out.append(
-                    f"- {kind}: KLD of `default` / `{other}`: "
-                    + ", ".join(f"{t} {ref[t]['kld'] / r[t]['kld']:.2f}x" for t in texts)
-                )
+    seeds = sorted({m.group(0) for k in rows if (m := re.search(r" \(seed \d+\)$", k))})
+    for suffix in ["", *seeds]:
+        for kind in ("GGUF Q4_K_M + imatrix", "GPTQ-Int4"):
+            ref = rows.get(f"{kind} default{suffix}")
+            if not ref:
+                continue
+            for other in ("shared-default", "builtin"):
+                r = rows.get(f"{kind} {other}{suffix}")
+                if r:
+                    out.append(
+                        f"- {kind}{suffix or ' (seed 0)'}: KLD of `default` / `{other}`: "
+                        + ", ".join(f"{t} {ref[t]['kld'] / r[t]['kld']:.2f}x" for t in texts)
+                    )
     return out + ["", "(below 1.00x: the packaged default calibrates better on that text)"] if out else out
 
 

@@ -173,3 +173,19 @@ def test_rows_without_the_fields_a_source_names(micro_dense, tmp_path):
         mix = parse_mix({"name": "m", "samples": 1, "seq_len": 16, "source": [{**qa, **extra}]})
         with pytest.raises(CalibrationError, match=message):
             mix.build(micro_dense)
+
+
+@pytest.mark.parametrize("fmt", [["--format", "gptq"], ["--format", "gguf", "--type", "Q4_K_M"]])
+def test_a_bad_calibration_file_stops_quantize_in_one_line_before_work(tmp_path, fmt):
+    from click.testing import CliRunner
+
+    from qwen3_quant.cli import main
+
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["quantize", "Qwen3-Micro", *fmt, "--calib", str(bad), "-o", str(out)])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "mine.jsonl: row 1 has neither a 'text' string nor 'messages'" in lines[0]
+    assert not out.exists()
