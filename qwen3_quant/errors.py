@@ -38,6 +38,11 @@ class MissingFileError(Qwen3QuantError):
     pass
 
 
+class CalibrationError(UsageError):
+    """Calibration data that cannot be used: an unreadable, empty or malformed file or source, or
+    a Hub dataset that cannot be reached."""
+
+
 class CheckpointError(Qwen3QuantError):
     """A model folder that is not a usable Qwen3 / Qwen3-MoE checkpoint."""
 

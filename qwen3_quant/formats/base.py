@@ -100,7 +100,10 @@ class Option:
 
 
 CALIB = Option(
-    "calib", "Calibration mix: a name from calib/ or a .toml file (default: default).", metavar="MIX"
+    "calib",
+    "Calibration: a mix name (qwen3-quant calib list), a .toml mix, or your own .txt / .jsonl "
+    "file (default: default, which ships with the package).",
+    metavar="MIX|FILE",
 )
 CALIB_SAMPLES = Option("calib_samples", "Override the mix's sample count.", int)
 
