@@ -110,16 +110,20 @@ def _gate_problem(g: dict[str, Any]) -> str:
 
 
 def validation_status(manifest: Manifest, variant: str) -> VariantStatus:
-    val = manifest.variants[variant].validation
+    rec = manifest.variants[variant]
+    val = rec.validation
     if val is None:
         return VariantStatus(variant, False, ("not validated",))
     changed = [
         f
         for f, sha in val.files_sha256.items()
-        if (rec := manifest.files.get(f)) is None or rec.sha256 != sha
+        if (meta := manifest.files.get(f)) is None or meta.sha256 != sha
     ]
     if changed:  # the validation measured other bytes than the manifest now records (another run's)
         return VariantStatus(variant, False, (f"validated a different {changed[0]} than the one recorded",))
+    unnamed = [f for f in rec.files if f not in val.files_sha256]
+    if unnamed:  # a validation that does not say what it measured cannot vouch for these files
+        return VariantStatus(variant, False, (f"its validation does not name the sha256 of {unnamed[0]}",))
     if val.passed:
         return VariantStatus(variant, True)
     problems = []
@@ -128,6 +132,9 @@ def validation_status(manifest: Manifest, variant: str) -> VariantStatus:
     res = val.result or {}
     problems += [_gate_problem(g) for g in res.get("gates") or [] if not g.get("passed")]
     return VariantStatus(variant, False, tuple(problems) or ("validation failed",))
+
+
+_REVALIDATE = ("not validated", "validated a different", "its validation does not name")
 
 
 def check_validation(
@@ -143,7 +150,7 @@ def check_validation(
         passing = [s.name for s in statuses if s.passed]
         if passing:
             hint = "publish only the variants that passed with " + " ".join(f"--variant {p}" for p in passing)
-        elif any(s.problems == ("not validated",) for s in bad):
+        elif any(s.problems[0].startswith(_REVALIDATE) for s in bad):
             hint = "validate it first (`qwen3-quant quantize` with --validate records the result)"
         else:
             hint = "quantise again with more bits or a better recipe"
