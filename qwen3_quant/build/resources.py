@@ -73,10 +73,8 @@ class CellNeeds:
 
     def describe(self) -> str:
         gpu = f", a GPU with {self.gpu_bytes / GB:.0f} GB" if self.gpu_bytes else ""
-        return (
-            f"{self.ram_bytes / GB:.0f} GB RAM, {self.disk_bytes / GB:.0f} GB disk{gpu}, "
-            f"about {self.hours:.1f} h"
-        )
+        time = f"{self.hours:.1f} h" if self.hours >= 1 else f"{self.hours * 60:.0f} min"
+        return f"{self.ram_bytes / GB:.0f} GB RAM, {self.disk_bytes / GB:.0f} GB disk{gpu}, about {time}"
 
 
 def parse_size(v: Any, *, where: str, field: str) -> int:
