@@ -50,6 +50,10 @@ class DiskFullError(Qwen3QuantError):
     pass
 
 
+class NotWritableError(Qwen3QuantError):
+    """An output folder that cannot be written: read-only mount, a path under a file, no permission."""
+
+
 class ArtifactExistsError(Qwen3QuantError):
     pass
 

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, DiskFullError, UnsafePathError
+from .errors import ArtifactExistsError, DiskFullError, NotWritableError, UnsafePathError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,43 @@ def ensure_free_space(
             f"not enough disk space to {what}: needs about {human_bytes(needed)}, {human_bytes(free)} free at {path}",
             hint="free some space or choose another output folder",
         )
+
+
+def check_writable(folder: Path, *, what: str = "output folder") -> None:
+    """Raise :class:`NotWritableError` (one line) unless files can be created in ``folder``.
+
+    ``folder`` need not exist: its nearest existing ancestor must be a folder in which a file can
+    be created (probed with a temporary file, so read-only mounts and permissions are both seen,
+    whoever runs it). Nothing is left behind.
+    """
+    folder = Path(folder).expanduser()
+    top = p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        if p.is_symlink():  # a dangling link: mkdir would fail on it
+            raise NotWritableError(
+                f"cannot write the {what} {folder}: {p} is a broken symbolic link",
+                hint="remove the link or choose another folder",
+            )
+        p = p.parent
+    if not p.is_dir():
+        where = "is a file" if p == top else f"is under {p}, which is a file"
+        raise NotWritableError(f"cannot write the {what} {folder}: it {where}", hint="choose a folder path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qwen3-quant-write-check.", dir=p)
+    except OSError as exc:
+        why = {
+            errno.EROFS: "is on a read-only file system",
+            errno.EACCES: "is not writable (permission denied)",
+            errno.EPERM: "is not writable (operation not permitted)",
+            errno.ENOSPC: "is on a full disk",
+            errno.EDQUOT: "is on a disk over its quota",
+        }.get(exc.errno or 0, f"is not writable ({exc.strerror or exc})")
+        place = p if p == top else f"{p} (where {folder} would be created)"
+        raise NotWritableError(
+            f"cannot write the {what}: {place} {why}", hint="choose a writable folder"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager
@@ -104,6 +142,18 @@ def make_readable(folder: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as ``None``, for JSON that strict parsers (jq, JSON.parse)
+    accept."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

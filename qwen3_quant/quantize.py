@@ -12,9 +12,10 @@ from .errors import DependencyMissingError
 from .eval.evaluate import EvalOptions, EvalResult
 from .formats import get_format
 from .formats.base import Progress, no_progress
-from .io import ensure_free_space, safe_name
+from .io import check_writable, ensure_free_space, safe_name
 from .provenance import Provenance, python_call
 from .sources import resolve_model
+from .validate import check_eval_inputs
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("qwen3-quant-out")
@@ -71,6 +72,9 @@ def quantize(
                 **given,
             ),
         )
+    check_writable(Path(out_dir) if out_dir else Path(out_root or DEFAULT_OUT))
+    if validate:
+        check_eval_inputs(eval_options or EvalOptions())
     if not f.available():
         raise DependencyMissingError(
             f"the {f.name} format's libraries are not installed", hint=f"pip install 'qwen3-quant[{f.extra}]'"

@@ -217,7 +217,7 @@ def test_refuses_a_validation_of_other_bytes_than_the_file_published(tmp_path):
         publish(art, tmp_path / "pub")
     line = err.value.one_line()
     assert "validated a different Qwen3-8B-Q4_K_M.gguf than the one recorded" in line
-    assert "validate it first" in line and not (tmp_path / "pub").exists()
+    assert "validate the files now in the folder" in line and not (tmp_path / "pub").exists()
     # a validation that names no hashes cannot vouch for the file either
     record_validation(art, "Q4_K_M", ValidationRecord(True, a_validation.gates, a_validation.result))
     with pytest.raises(ValidationFailedError, match="does not name the sha256 of Qwen3-8B-Q4_K_M.gguf"):

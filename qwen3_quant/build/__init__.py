@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import host_description
+from ..formats.base import Progress, no_progress
+from ..io import check_writable
 from .executors import OnEvent, run_local, run_ray
 from .report import report_rows, write_report
-from .run import BuildOutcome, PlanRow, plan, run_cell
+from .run import BuildOutcome, PlanRow, eval_options, plan, run_cell
 from .spec import BuildSpec, Cell, load_build, select
 from .state import artifact_folder, load_state, update_cell
 
@@ -42,18 +44,25 @@ def build(
     force: bool = False,
     publish: bool = True,
     on_event: OnEvent | None = None,
+    progress: Progress = no_progress,
 ) -> BuildOutcome:
     """Run a build file (default: the bundled offline demo). Cells whose inputs are unchanged and
     whose files verify are skipped; one cell's failure is recorded and the others go on.
 
-    With ``cells`` the named cells run in this process (one CI job per cell); publishing and the
-    report are then left to :func:`collect`. ``models`` restricts the build to those models.
+    With ``cells`` the named cells run in this process (one CI job per cell), reporting to
+    ``progress``; publishing and the report are then left to :func:`collect`. Otherwise each cell
+    runs in a worker process that prints its own progress lines, named after the cell. ``models``
+    restricts the build to those models.
     """
     from ..errors import UsageError
 
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor '{executor}'", hint="use local or ray")
     spec = load_build(path, out=out)
+    check_writable(spec.out, what="build output folder")
+    from ..validate import check_eval_inputs
+
+    check_eval_inputs(eval_options(spec))  # once, not in every cell after it has quantised
     selected = select(select_models(spec.cells(), models), cells)
     rows = plan(spec, selected)
     skipped = {r.cell.id: r.reason for r in rows if r.status == "skip"}
@@ -64,7 +73,7 @@ def build(
         for r in todo:
             if on_event:
                 on_event(r.cell.id, "start")
-            entry = run_cell(spec, r.cell, force=force)
+            entry = run_cell(spec, r.cell, force=force, progress=progress)
             if on_event:
                 on_event(r.cell.id, entry.get("status", "error"))
     elif executor == "ray" and todo:

@@ -14,6 +14,7 @@ import psutil
 from ..errors import Qwen3QuantError
 from ..eval.options import EvalOptions
 from ..formats import get_format
+from ..formats.base import Progress, no_progress
 from ..provenance import Provenance
 from .resources import CellNeeds, Runner, cell_needs, route
 from .spec import BuildSpec, Cell
@@ -143,9 +144,11 @@ def cell_provenance(spec: BuildSpec, cell: Cell) -> Provenance:
     )
 
 
-def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, Any]:
-    """Quantise and validate one cell; record and return its state entry. Never raises for a
-    cell's own failure: the error is recorded and the build goes on."""
+def run_cell(
+    spec: BuildSpec, cell: Cell, *, force: bool = False, progress: Progress = no_progress
+) -> dict[str, Any]:
+    """Quantise and validate one cell, reporting to ``progress``; record and return its state
+    entry. Never raises for a cell's own failure: the error is recorded and the build goes on."""
     from ..quantize import quantize
 
     inputs = inputs_hash(spec, cell)
@@ -173,6 +176,7 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
             eval_options=eval_options(spec),
             gate_overrides=spec.gates,
             provenance=cell_provenance(spec, cell),
+            progress=progress,
             **cell.option_dict(),
         )
         entry.update(

@@ -19,7 +19,11 @@ import click
 @click.option(
     "--model", "models", multiple=True, help="Only this model's cells (repeatable): plan, run, emit, collect."
 )
-@click.option("--jobs", type=click.IntRange(1), help="Cells at once (also bounded by memory).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    help="Cells at once, also bounded by memory (default: the build file's [build] jobs, else 1).",
+)
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", help="Ray cluster address (with --executor ray); default: a local Ray instance.")
 @click.option(
@@ -57,7 +61,7 @@ def build(
     type cell, resumable, then a report and publishing of what passed. Exit status: 0 all gates
     passed, 3 a gate failed or a cell errored, 4 cells were skipped on this machine."""
     from .. import build as b
-    from .console import console, print_json
+    from .console import console, print_json, print_table
 
     if emit:
         print_json(b.github_matrix(build_file, out=out, models=list(models) or None))
@@ -69,7 +73,7 @@ def build(
         if as_json:
             click.echo(b.dump_plan(rows))
             return
-        console().print(_plan_table(spec, rows))
+        print_table(_plan_table(spec, rows))
         homeless = [r.cell.id for r in rows if r.buildable and r.runner is None]
         if homeless:
             console().print(
@@ -83,7 +87,10 @@ def build(
             build_file, out=out, states=list(collect_states), models=list(models) or None, publish=publish
         )
     else:
-        from .console import err_console
+        import contextlib
+
+        from ..formats.base import no_progress
+        from .console import err_console, progress_reporter
 
         def on_event(cid: str, status: str) -> None:
             style = {"passed": "green", "failed": "red", "error": "red", "start": "cyan"}.get(
@@ -91,18 +98,23 @@ def build(
             )
             err_console().print(f"[{style}]{status:>7}[/{style}] {cid}")
 
-        outcome = b.build(
-            build_file,
-            out=out,
-            cells=list(cells) or None,
-            models=list(models) or None,
-            executor=executor,
-            jobs=jobs,
-            address=address,
-            force=force,
-            publish=publish,
-            on_event=on_event,
+        # cells named with --cell run in this process and report here; workers print their own lines
+        prog, update = (
+            progress_reporter(", ".join(cells)) if cells else (contextlib.nullcontext(), no_progress)
         )
+        with prog:
+            outcome = b.build(
+                build_file,
+                out=out,
+                cells=list(cells) or None,
+                executor=executor,
+                jobs=jobs,
+                address=address,
+                force=force,
+                publish=publish,
+                on_event=on_event,
+                progress=update,
+            )
     if as_json:
         print_json(
             {
@@ -160,7 +172,7 @@ def _print_outcome(outcome) -> None:
     from rich.table import Table
 
     from ..eval.metric_table import columns
-    from .console import console
+    from .console import console, print_table
 
     shown = columns("ppl_increase_pct", "kld_mean", "decode_tps")
     t = Table(title="Build results", title_justify="left")
@@ -172,7 +184,7 @@ def _print_outcome(outcome) -> None:
     for cid, reason in outcome.skipped.items():
         t.add_row(cid, "skipped", *("-" for _ in shown), reason)
     con = console()
-    con.print(t)
+    print_table(t)
     if outcome.report_dir:
         con.print(f"Report: {outcome.report_dir / 'report.md'} (also report.html, report.json, plots)")
     for p in outcome.published:

@@ -9,13 +9,29 @@ def calib() -> None:
 
 
 @calib.command("list")
-def list_() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(as_json: bool) -> None:
     """List the named mixes."""
     from ..calib import list_mixes, load_mix
-    from .console import console
+    from .console import console, print_json
 
-    for name, path in list_mixes().items():
-        m = load_mix(path)
+    mixes = {name: (path, load_mix(path)) for name, path in list_mixes().items()}
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": name,
+                    "samples": m.samples,
+                    "seq_len": m.seq_len,
+                    "description": m.description,
+                    "path": str(path),
+                    "sources": [s.name for s in m.sources],
+                }
+                for name, (path, m) in mixes.items()
+            ]
+        )
+        return
+    for name, (path, m) in mixes.items():
         console().print(
             f"[bold]{name}[/bold]  {m.samples} x {m.seq_len} tokens  {m.description}  [dim]{path}[/dim]"
         )
@@ -36,7 +52,7 @@ def show(name: str, model: str, samples: int | None, as_json: bool, examples: in
     """Show mix NAME (or a .toml path): its sources and shares, and the tokens it gives."""
     from ..calib import load_mix
     from ..sources import resolve_model
-    from .console import console, print_json
+    from .console import console, print_json, print_table
 
     mix = load_mix(name)
     cs = mix.build(resolve_model(model).path, samples=samples)
@@ -70,7 +86,7 @@ def show(name: str, model: str, samples: int | None, as_json: bool, examples: in
             (s.path or s.dataset) + (" [red](skipped)[/red]" if s.name in cs.skipped else ""),
         )
     con = console()
-    con.print(t)
+    print_table(t)
     con.print(
         f"{summary['samples']} samples, {summary['tokens']} tokens (seq_len {cs.seq_len}, seed {mix.seed}), "
         f"tokenizer of {model}; sha256 {summary['sha256'][:16]}"

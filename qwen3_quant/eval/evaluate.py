@@ -137,7 +137,9 @@ def get_reference(
     if ref is None:
         windows = make_windows(len(tokens), ctx)
         with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name) as runner:
-            ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress)
+            ref = score_windows(
+                runner, tokens, windows, keep_topk=k, progress=progress, stage="scoring the unquantised model"
+            )
         save_reference(path, ref)
         log.info("stored reference log-probabilities in %s", path)
     return ref
@@ -153,7 +155,9 @@ def _artifact_phase(
         runner = open_runner(target.path, ctx=ctx, threads=opts.threads, runtime=target.runtime)
         out["load_seconds"] = time.perf_counter() - t0
         try:
-            scores = score_windows(runner, tokens, windows, ref=ref, progress=progress)
+            scores = score_windows(
+                runner, tokens, windows, ref=ref, progress=progress, stage=f"scoring in {target.runtime}"
+            )
             out["nll"] = scores.nll
             out["kld"], out["top1_same"] = scores.kld, scores.top1_same
             if opts.speed:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from ..artifact import MANIFEST, Manifest
 from ..errors import UsageError
 from ..formats.base import Progress, no_progress
+from ..io import finite_json
 from .bundle import (
     CARD,
     CHECKSUMS,
@@ -92,19 +92,8 @@ class PublishResult:
         }
 
 
-def _finite(obj: Any) -> Any:
-    """JSON without NaN/Infinity (strict parsers reject them)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n").encode()
+    return (json.dumps(finite_json(obj), indent=2, default=str, allow_nan=False) + "\n").encode()
 
 
 def _check_options(
@@ -207,6 +196,10 @@ def publish(
         from .hub import resolve_token
 
         tok = resolve_token(token)  # fail before hashing, not after
+    if not target.is_hub and not dry_run:
+        from ..io import check_writable
+
+        check_writable(target.path.parent, what="publish target's parent folder")
     bundle = build_bundle(
         artifact_dir,
         repo_id=target.repo_id,
