@@ -202,3 +202,11 @@ def test_workflow_routes_cells_and_collects_per_model(tmp_path):
     entry = github_matrix(f)["include"][0]
     assert used <= set(entry) | {"model"}, used - set(entry)
     assert entry["slug"].startswith(entry["model_slug"] + "--")
+
+
+def test_collect_names_a_folder_that_is_no_job_output(tmp_path):
+    f = _build(tmp_path, ["Qwen3-0.6B"])
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["build", str(f), "--collect", str(tmp_path / "empty")])
+    assert r.exit_code == 1 and "holds no state.json" in r.output
+    assert not (tmp_path / "out" / "report").exists()
