@@ -342,3 +342,41 @@ def test_a_local_state_entry_outside_the_artifacts_folder_is_never_published(tmp
     e = res.entries["Qwen3-8B/gguf/Q4_K_M"]
     assert e["status"] == "error" and "not a folder of" in e["error"]
     assert not res.published and not (tmp_path / "pub").exists()
+
+
+def test_a_gguf_journal_naming_files_outside_is_refused(tmp_path):
+    """The journal a killed GGUF run leaves is read back from disk: a name in it leading out of the
+    artifact folder is refused, and the file it names is not deleted."""
+    from types import SimpleNamespace
+
+    from qwen3_quant.formats.gguf.build import GGUFBuild
+
+    out = tmp_path / "art" / "Qwen3-8B-GGUF"
+    (out / ".work").mkdir(parents=True)
+    victim = tmp_path / "art" / "victim.gguf"
+    victim.write_bytes(EVIL)
+    journal = {
+        "variant": "Q8_0",
+        "files": [{"name": "../victim.gguf", "size": 1}],
+        "shared": [],
+        "recipe": {},
+    }
+    (out / ".work" / "publish-Q8_0.json").write_text(json.dumps(journal))
+    with pytest.raises(UnsafePathError, match="'../victim.gguf'"):
+        GGUFBuild._finish_journals(SimpleNamespace(out=out, work=out / ".work"))
+    assert victim.read_bytes() == EVIL
+
+
+def test_a_state_entry_outside_the_artifacts_folder_is_never_current(tmp_path):
+    from qwen3_quant.build import load_build, plan
+
+    f = _build_file(tmp_path)
+    (tmp_path / "outside").mkdir()
+    evil = make_artifact(tmp_path / "outside", "gguf", variants={"Q4_K_M": 4})
+    spec = load_build(f)
+    rows = {r.cell.id: r for r in plan(spec)}
+    inputs = rows["Qwen3-8B/gguf/Q4_K_M"].inputs
+    entry = {"status": "passed", "inputs": inputs, "artifact_dir": str(evil), "variants": ["Q4_K_M"]}
+    spec.state_dir.mkdir(parents=True)
+    (spec.state_dir / "state.json").write_text(json.dumps({"cells": {"Qwen3-8B/gguf/Q4_K_M": entry}}))
+    assert {r.cell.id: r.status for r in plan(spec)}["Qwen3-8B/gguf/Q4_K_M"] != "done"

@@ -10,7 +10,15 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from qwen3_quant.artifact import MANIFEST, load_manifest, verify_files
+from qwen3_quant.artifact import (
+    MANIFEST,
+    Manifest,
+    ValidationRecord,
+    load_manifest,
+    record_validation,
+    record_variant,
+    verify_files,
+)
 from qwen3_quant.cli import main
 from qwen3_quant.errors import ArtifactExistsError, PublishError, UsageError, ValidationFailedError
 from qwen3_quant.publish import build_bundle, publish
@@ -189,3 +197,28 @@ def test_cli_publish_to_a_folder(gguf, tmp_path):
     r = runner.invoke(main, ["publish", str(bad), "--to", str(tmp_path / "bad-pub")])
     assert r.exit_code == 3 and "refusing to publish Qwen3-8B-AWQ" in r.output
     assert not (tmp_path / "bad-pub").exists()
+
+
+def test_refuses_a_validation_of_other_bytes_than_the_file_published(tmp_path):
+    """Two runs on one folder: run A validated its file, run B (--overwrite) replaced the file and
+    recorded it, then A's validation landed. The validation names the sha256 it measured, so
+    publish sees that it vouches for A's bytes, not for the file it would upload."""
+    art = make_artifact(tmp_path / "art", "gguf", variants={"Q4_K_M": 4})
+    m = Manifest.read(art)
+    a_validation = m.variants["Q4_K_M"].validation
+    assert a_validation.files_sha256 == {"Qwen3-8B-Q4_K_M.gguf": m.files["Qwen3-8B-Q4_K_M.gguf"].sha256}
+    (art / "Qwen3-8B-Q4_K_M.gguf").write_bytes(b"run B's weights" * 100)  # run B
+    rec = m.variants["Q4_K_M"]
+    record_variant(
+        art, name=m.name, fmt="gguf", source=m.source, variant="Q4_K_M", files=rec.files, recipe=rec.recipe
+    )
+    record_validation(art, "Q4_K_M", a_validation)  # run A finishes last
+    with pytest.raises(ValidationFailedError) as err:
+        publish(art, tmp_path / "pub")
+    line = err.value.one_line()
+    assert "validated a different Qwen3-8B-Q4_K_M.gguf than the one recorded" in line
+    assert "validate the files now in the folder" in line and not (tmp_path / "pub").exists()
+    # a validation that names no hashes cannot vouch for the file either
+    record_validation(art, "Q4_K_M", ValidationRecord(True, a_validation.gates, a_validation.result))
+    with pytest.raises(ValidationFailedError, match="does not name the sha256 of Qwen3-8B-Q4_K_M.gguf"):
+        publish(art, tmp_path / "pub")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import MANIFEST, Manifest, manifest_lock, verify_files
-from ..errors import MergeConflictError, Qwen3QuantError
+from ..errors import MergeConflictError, MissingFileError, Qwen3QuantError
 from ..io import PARTIAL_SUFFIX, copy_file_hashed, path_inside, remove_path, safe_name
 from .spec import BuildSpec, Cell
 from .state import DONE, STATE_FILE, load_state
@@ -55,6 +55,11 @@ def merge_jobs(spec: BuildSpec, job_dirs: list[Path], cells: list[Cell]) -> Merg
     newest: dict[str, tuple[str, dict[str, Any], Path]] = {}
     for d in job_dirs:
         sdir = state_dir_of(d)
+        if not (sdir / STATE_FILE).is_file():
+            raise MissingFileError(
+                f"{d} holds no {STATE_FILE} (nor build/{STATE_FILE})",
+                hint="pass each CI job's --out folder as it was uploaded",
+            )
         for cid, entry in load_state(sdir)["cells"].items():
             if cid not in wanted:
                 continue

@@ -73,10 +73,8 @@ class CellNeeds:
 
     def describe(self) -> str:
         gpu = f", a GPU with {self.gpu_bytes / GB:.0f} GB" if self.gpu_bytes else ""
-        return (
-            f"{self.ram_bytes / GB:.0f} GB RAM, {self.disk_bytes / GB:.0f} GB disk{gpu}, "
-            f"about {self.hours:.1f} h"
-        )
+        time = f"{self.hours:.1f} h" if self.hours >= 1 else f"{self.hours * 60:.0f} min"
+        return f"{self.ram_bytes / GB:.0f} GB RAM, {self.disk_bytes / GB:.0f} GB disk{gpu}, about {time}"
 
 
 def parse_size(v: Any, *, where: str, field: str) -> int:
@@ -139,13 +137,16 @@ def parse_runners(table: Any, *, where: str) -> tuple[Runner, ...]:
     return tuple(out)
 
 
-def cell_needs(fmt, arch, peak_bytes: int, artifact_bytes: int, seconds: float) -> CellNeeds:
-    """A cell's needs from its format's estimate: the bf16 source checkpoint is downloaded, the
-    format may keep scratch copies of it, and the artifact is written; 10% margin on disk."""
+def cell_needs(
+    fmt, arch, peak_bytes: int, artifact_bytes: int, seconds: float, *, downloads: bool = True
+) -> CellNeeds:
+    """A cell's needs from its format's estimate: the bf16 source checkpoint is downloaded (unless
+    the model is a local folder), the format may keep scratch copies of it, and the artifact is
+    written; 10% margin on disk."""
     from ..catalog.architecture import param_counts
 
     source = 2 * param_counts(arch).total
-    disk = int(1.1 * (source * (1 + fmt.scratch_source_copies) + artifact_bytes))
+    disk = int(1.1 * (source * (int(downloads) + fmt.scratch_source_copies) + artifact_bytes))
     gpu = peak_bytes if fmt.needs_gpu else 0
     return CellNeeds(int(peak_bytes), disk, gpu, seconds / 3600)
 

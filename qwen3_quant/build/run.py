@@ -83,7 +83,14 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
 
             row.seconds = max(fmt.min_seconds, param_counts(arch).total / 1e9 * fmt.seconds_per_billion)
             if row.buildable:
-                row.needs = cell_needs(fmt, arch, row.peak_bytes or 0, row.artifact_bytes or 0, row.seconds)
+                row.needs = cell_needs(
+                    fmt,
+                    arch,
+                    row.peak_bytes or 0,
+                    row.artifact_bytes or 0,
+                    row.seconds,
+                    downloads=not Path(cell.model).expanduser().is_dir(),
+                )
         row.runner = route(row.needs, spec.runners) if row.buildable else None
         if row.status != "skip":
             if cell_is_current(spec, entry, inputs):

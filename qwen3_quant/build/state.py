@@ -102,7 +102,12 @@ def cell_is_current(spec: BuildSpec, entry: dict[str, Any] | None, inputs: str) 
     """Done with these inputs and the artifact's files still verify against its manifest."""
     if not entry or entry.get("inputs") != inputs or entry.get("status") not in DONE:
         return False
-    folder = artifact_folder(spec, entry)
+    from ..errors import UnsafePathError
+
+    try:
+        folder = artifact_folder(spec, entry)
+    except UnsafePathError:  # moved, or not this build's: redo the cell rather than read elsewhere
+        return False
     m = Manifest.read_or_none(folder) if folder is not None and folder.is_dir() else None
     if not m:
         return False

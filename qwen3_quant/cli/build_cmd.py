@@ -27,7 +27,10 @@ import click
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", help="Ray cluster address (with --executor ray); default: a local Ray instance.")
 @click.option(
-    "--emit", type=click.Choice(["github-matrix"]), help="Print the cell list as a CI matrix and exit."
+    "--emit",
+    type=click.Choice(["github-matrix"]),
+    help="Print every cell with its needs and runner as a CI matrix and exit (fails, naming them, "
+    "if some cell fits no runner of the build file's [runners]).",
 )
 @click.option(
     "--collect",

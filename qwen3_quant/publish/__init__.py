@@ -140,10 +140,11 @@ def build_bundle(
     folder = Path(artifact_dir)
     manifest = Manifest.read(folder)
     names = select_variants(manifest, list(variants or []))
-    statuses, forced = check_validation(manifest, names, force)
     paths = payload_paths(manifest, names)
+    files = [source_file(folder, manifest, p, v) for p, v in paths]  # each path checked to stay inside
+    statuses, forced = check_validation(manifest, names, force)
     bundle = Bundle(folder, manifest, names, statuses=statuses, forced=forced)
-    bundle.files = [source_file(folder, manifest, p, v) for p, v in paths]
+    bundle.files = files
     if limits is not None:
         check_file_sizes(bundle, limits)  # before hours of hashing
     verify_payload(folder, manifest, [p for p, _ in paths], progress)

@@ -111,17 +111,23 @@ def _gate_problem(g: dict[str, Any]) -> str:
 
 
 def validation_status(manifest: Manifest, variant: str) -> VariantStatus:
-    val = manifest.variants[variant].validation
+    rec = manifest.variants[variant]
+    val = rec.validation
     if val is None:
         return VariantStatus(variant, False, ("not validated",), "missing")
     changed = [
         f
         for f, sha in val.files_sha256.items()
-        if (rec := manifest.files.get(f)) is None or rec.sha256 != sha
+        if (meta := manifest.files.get(f)) is None or meta.sha256 != sha
     ]
     if changed:  # the validation measured other bytes than the manifest now records (another run's)
         return VariantStatus(
             variant, False, (f"validated a different {changed[0]} than the one recorded",), "changed"
+        )
+    unnamed = [f for f in rec.files if f not in val.files_sha256]
+    if unnamed:  # a validation that does not say what it measured cannot vouch for these files
+        return VariantStatus(
+            variant, False, (f"its validation does not name the sha256 of {unnamed[0]}",), "changed"
         )
     if val.passed:
         return VariantStatus(variant, True)

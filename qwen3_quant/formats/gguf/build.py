@@ -31,7 +31,7 @@ from typing import Any
 from ...artifact import Manifest, VariantKey, decide_variant, record_variant
 from ...checkpoint import CheckpointInfo
 from ...errors import ArtifactExistsError, UsageError
-from ...io import atomic_write_json, disk_errors, ensure_free_space, file_lock, remove_path
+from ...io import atomic_write_json, disk_errors, ensure_free_space, file_lock, path_inside, remove_path
 from ..base import Progress, no_progress
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
@@ -292,7 +292,7 @@ class GGUFBuild:
             os.replace(f, self.out / f.name)
         self._record(ftype, [e["name"] for e in entries], shared, recipe)
         for stale in set(old.files if old else []) - {e["name"] for e in entries}:
-            remove_path(self.out / stale)
+            remove_path(path_inside(self.out, stale, what=f"{self.out.name}: file of {ftype}"))
         journal.unlink()
 
     def _record(self, ftype: str, files: list[str], shared: list[str], recipe: dict[str, Any]) -> None:
@@ -315,6 +315,8 @@ class GGUFBuild:
         """Complete (or undo) a publication a killed run left half done."""
         for journal in self.work.glob("publish-*.json"):
             j = json.loads(journal.read_text())
+            for e in j["files"]:  # names read back from disk: they must stay in the folder
+                path_inside(self.out, e["name"], what=str(journal))
             done = all(
                 (self.out / e["name"]).is_file() and (self.out / e["name"]).stat().st_size == e["size"]
                 for e in j["files"]
