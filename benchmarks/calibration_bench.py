@@ -260,7 +260,13 @@ def main() -> None:
         "--seed", type=int, default=0, help="resample every mix with this seed (rows keyed by it)"
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="raw results (the .md goes beside it)")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rewrite the .md from the results, run nothing"
+    )
     args = ap.parse_args()
+    if args.report_only:
+        args.results.with_suffix(".md").write_text(report(load(args.results)))
+        return
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     import torch
 
@@ -325,6 +331,25 @@ def report(res: dict) -> str:
         f"{meta['samples']} samples x 512 tokens per mix. Scoring: ctx 512, the first {meta['max_tokens']} tokens "
         "of each held-out text, KLD over the reference's top-32, against the unquantised model "
         "(reference: transformers, fp32; GGUF scored in llama.cpp, GPTQ in transformers + GPTQModel's CPU kernels).",
+        "",
+    ]
+    lines += [
+        "How to read it:",
+        "",
+        "- `default` is what ships with the package; `shared-default` is the previous default mix (the same kinds of "
+        "sources, read whole from the shared test-data folder, tests/mixes/shared-default.toml); `builtin` is "
+        "Python's pydoc text, what a fresh clone used to fall back to. Both `default` and `shared-default` are "
+        "sampled by the same code (rows packed to 512 tokens).",
+        "- Held out: `default` never saw any of the evaluation texts. `shared-default` did see two of them: it "
+        "reads the whole UDHR files (their second halves are the `udhr` text) and all 164 HumanEval tasks "
+        "(140-163 are the `humaneval` text), so its numbers on those two texts are not held-out.",
+        "- The micro models are English-only (a byte-level BPE trained on Gutenberg): perplexity on the UDHR "
+        "text is huge, but KLD against the unquantised model still measures what quantisation changed.",
+        "- One calibration draw per row; rows marked `(seed 1)` redraw every mix with another seed, which shows "
+        "how much of a difference between mixes is the draw.",
+        "- Expert coverage: the micro MoE's router never picks some experts at all under any of the mixes "
+        "(0 tokens); no calibration set reaches those, and GPTQ quantises them by round-to-nearest (the "
+        "default `--starved-experts rtn`).",
         "",
     ]
     for model in MODELS:

@@ -52,13 +52,13 @@ SOURCES = {
         "what": "GSM8K grade-school math, train split",
         "repo": "openai/grade-school-math@3101c7d5072418e28b9008a6636bde82a006892c",
         "path": "grade_school_math/data/train.jsonl",
-        "license": "MIT (Copyright (c) 2021 OpenAI)",
+        "license": "MIT (OpenAI; the LICENSE file of the repository at that commit)",
     },
     "humaneval": {
         "what": "HumanEval Python problems and canonical solutions",
         "repo": "openai/human-eval@6d43fb980f9fee3c892a914eda09951f772ad10d",
         "path": "data/HumanEval.jsonl.gz",
-        "license": "MIT (Copyright (c) 2021 OpenAI)",
+        "license": "MIT (OpenAI; the LICENSE file of the repository at that commit)",
     },
 }
 
@@ -91,6 +91,62 @@ TOOL_SYSTEMS = [
     "You are a helpful assistant.",
     "You are a careful assistant. Use the tools when they help.",
 ]
+
+
+README = """# The packaged calibration set
+
+What the `default`, `text` and `chat` mixes (`calib/*.toml`) read: a compact, seeded derivative of
+public-domain and MIT-licensed data sets, {total:,} bytes gzipped, shipped inside the package so that
+calibration works offline on any machine. Built by `scripts/build_calib_data.py` (seed {seed})
+from the files described in `shared/data/README.md`; running it again on the same files gives the
+same bytes. `sources.json` records each input file's sha256 and each output's sha256 and row count.
+
+| file | rows | bytes | what | from |
+|---|---|---|---|---|
+{rows}
+
+Every row is a JSON object: `{{"text"}}` passages (prose, multilingual, with `source` / `lang`),
+`{{"task_id", "prompt", "canonical_solution"}}` (code), or `{{"messages"[, "tools"]}}` conversations
+whose assistant turns carry `reasoning_content` (rendered inside `<think>` with thinking on, or
+folded into the answer with thinking off) and `tool_calls` answered by `tool` turns.
+
+## Sources and licences
+
+| key | what | repository @ commit | path | licence |
+|---|---|---|---|---|
+{srcs}
+
+Passages, not whole files: 16 passages of about 2,000 characters from each of 21 novels (Gutenberg
+headers, footers and licence text removed), the first half of each of the 60 UDHR texts cut into
+passages, 700 conversations from GSM8K train problems (1-3 problems each; the `<<48/2=24>>`
+calculator marks removed from the reasoning), 240 tool-call conversations (GSM8K calculator
+marks as `calculator` calls with their results; HumanEval tests run through `run_python`, its
+output being what running the program printed when the set was built), and HumanEval tasks 0-139.
+
+Held out, for evaluation against calibration (`benchmarks/calibration_bench.py`): the Gutenberg
+book the micro models never saw (Jekyll and Hyde), the second half of every UDHR text, the GSM8K
+test split and HumanEval tasks 140-163.
+
+## MIT licence of the GSM8K and HumanEval material
+
+The GSM8K and HumanEval rows are copyright OpenAI (the exact copyright line is in the `LICENSE`
+file of each repository at the commit above) and are used under the MIT licence:
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction,
+including without limitation the rights to use, copy, modify, merge, publish, distribute,
+sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or
+substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT
+NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES
+OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN
+CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+"""
 
 
 def sha256_file(p: Path) -> str:
@@ -302,6 +358,20 @@ def main() -> None:
         }
         print(f"{name}: {len(rows)} rows, {(OUT / name).stat().st_size:,} bytes")
     (OUT / "sources.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    (OUT / "README.md").write_text(readme(record))
+
+
+def readme(r: dict) -> str:
+    rows = "\n".join(
+        f"| `{n}` | {f['rows']} | {f['bytes']:,} | {f['what']} | {', '.join(f['sources'])} |"
+        for n, f in r["files"].items()
+    )
+    srcs = "\n".join(
+        f"| {k} | {s['what']} | {s['repo']} | `{s['path']}` | {s['license']} |"
+        for k, s in r["sources"].items()
+    )
+    total = sum(f["bytes"] for f in r["files"].values())
+    return README.format(total=total, seed=r["seed"], rows=rows, srcs=srcs)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ def _write_rows(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
+    max_len = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     end_ids = [i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if isinstance(i, int)]
     cache.parent.mkdir(parents=True, exist_ok=True)
     with open(cache, "a", encoding="utf-8") as fh:
@@ -145,12 +146,15 @@ def _write_rows(
                 messages, tokenize=False, add_generation_prompt=True, enable_thinking=bool(src.thinking)
             )
             ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+            if max_len and ids.shape[1] > max_len - 16:  # a prompt as long as the context: its end
+                ids = ids[:, -(max_len - 16) :]
+            room = max_len - ids.shape[1] if max_len else src.max_new_tokens  # stay in the context
             torch.manual_seed(seed * 1_000_003 + i)
             with torch.inference_mode():
                 out = model.generate(
                     ids,
                     do_sample=True,
-                    max_new_tokens=src.max_new_tokens,
+                    max_new_tokens=min(src.max_new_tokens, room),
                     eos_token_id=end_ids,
                     pad_token_id=end_ids[0],
                     **SAMPLING[bool(src.thinking)],
