@@ -40,18 +40,19 @@ def build(
     force: bool = False,
     publish: bool = True,
     on_event: OnEvent | None = None,
+    device: str | None = None,
 ) -> BuildOutcome:
     """Run a build file (default: the bundled offline demo). Cells whose inputs are unchanged and
     whose files verify are skipped; one cell's failure is recorded and the others go on.
 
     With ``cells`` the named cells run in this process (one CI job per cell); publishing and the
-    report are then left to :func:`collect`.
+    report are then left to :func:`collect`. ``device`` overrides the build file's for every cell.
     """
     from ..errors import UsageError
 
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor '{executor}'", hint="use local or ray")
-    spec = load_build(path, out=out)
+    spec = load_build(path, out=out, device=device)
     selected = select(spec.cells(), cells)
     rows = plan(spec, selected)
     skipped = {r.cell.id: r.reason for r in rows if r.status == "skip"}
@@ -155,6 +156,8 @@ def github_matrix(path: str | Path | None = None, *, out: str | Path | None = No
                 "axis_value": c.axis_value,
                 "slug": c.id.replace("/", "--"),
                 "est_seconds": round(r.seconds or 0),
+                "device": c.device,
+                "gpu": r.device != "cpu",
             }
         )
     return {"include": include}
@@ -188,6 +191,8 @@ def dump_plan(rows: list[PlanRow]) -> str:
                 "status": r.status,
                 "artifact_bytes": r.artifact_bytes,
                 "peak_bytes": r.peak_bytes,
+                "gpu_peak_bytes": r.gpu_peak_bytes,
+                "device": r.device,
                 "seconds": r.seconds,
                 "reason": r.reason,
             }

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 OnEvent = Callable[[str, str], None]  # (cell id, "start" | status)
 
 
-def _worker_cmd(build: str, out: str, cell_id: str, force: bool) -> list[str]:
+def _worker_cmd(build: str, out: str, cell_id: str, force: bool, device: str | None = None) -> list[str]:
     """The command that runs one cell; built where it runs (a Ray node has its own interpreter)."""
     cmd = [
         sys.executable,
@@ -37,7 +37,7 @@ def _worker_cmd(build: str, out: str, cell_id: str, force: bool) -> list[str]:
         "--cell",
         cell_id,
     ]
-    return cmd + (["--force"] if force else [])
+    return cmd + (["--force"] if force else []) + (["--device", device] if device else [])
 
 
 def run_local(
@@ -60,7 +60,9 @@ def run_local(
             q.pop(0)
             if not q:
                 queues.remove(q)
-            proc = subprocess.Popen(_worker_cmd(spec.source, str(spec.out), cell.id, force))
+            proc = subprocess.Popen(
+                _worker_cmd(spec.source, str(spec.out), cell.id, force, spec.device_override)
+            )
             running[cell.id] = (proc, q)
             in_use += peak[cell.id]
             if on_event:
@@ -101,9 +103,9 @@ def run_ray(
     try:
 
         @ray.remote(num_cpus=1)
-        def run_group(build_path: str, out: str, cell_ids: list[str], force: bool) -> list[str]:
+        def run_group(build_path: str, out: str, cell_ids: list[str], force: bool, device) -> list[str]:
             for cid in cell_ids:
-                subprocess.run(_worker_cmd(build_path, out, cid, force), check=False)
+                subprocess.run(_worker_cmd(build_path, out, cid, force, device), check=False)
             return cell_ids
 
         peak = {r.cell.id: r.peak_bytes or 0 for r in rows}
@@ -113,7 +115,9 @@ def run_ray(
             mem = max(peak[i] for i in ids)
             opts = {"memory": mem} if mem else {}
             refs.append(
-                run_group.options(**opts).remote(spec.source, str(Path(spec.out).resolve()), ids, force)
+                run_group.options(**opts).remote(
+                    spec.source, str(Path(spec.out).resolve()), ids, force, spec.device_override
+                )
             )
             if on_event:
                 for i in ids:

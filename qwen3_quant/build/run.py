@@ -28,6 +28,8 @@ class PlanRow:
     status: str  # done | todo | changed | skip
     artifact_bytes: int | None = None
     peak_bytes: int | None = None
+    gpu_peak_bytes: int | None = None  # when the cell quantises on a GPU
+    device: str = "cpu"  # where it will compute, as resolved for the plan: cpu, cuda:0
     seconds: float | None = None
     reason: str = ""
     previous: dict[str, Any] = field(default_factory=dict)
@@ -51,9 +53,32 @@ def _arch_of(model: str):
     return None
 
 
-def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
+def _cell_device(cell: Cell, fmt, cuda) -> tuple[str, str]:
+    """Where a cell would quantise (``cpu``, ``cuda:N``) and why it cannot, if it cannot."""
+    from ..device import resolve_device
+
+    if not fmt.gpu_quantise or cell.device == "cpu":
+        return "cpu", ""
+    try:
+        return resolve_device(cell.device, cuda()).torch, ""
+    except Qwen3QuantError as exc:
+        return "cpu", exc.one_line()
+
+
+def plan(spec: BuildSpec, cells: list[Cell] | None = None, cuda=None) -> list[PlanRow]:
+    """Every cell with its estimates and status. ``cuda`` is what torch reports
+    (:class:`~qwen3_quant.device.CudaReport`); asked of torch only when a cell may use a GPU."""
+    from ..device import probe_cuda
+
     state = load_state(spec.state_dir)["cells"]
     mem = psutil.virtual_memory().total
+    seen: dict[str, Any] = {}
+
+    def report():
+        if "cuda" not in seen:
+            seen["cuda"] = cuda if cuda is not None else probe_cuda()
+        return seen["cuda"]
+
     rows = []
     for cell in cells or spec.cells():
         inputs = inputs_hash(spec, cell)
@@ -66,19 +91,34 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 variant = fmt.variants(fmt.parse_options(cell.option_dict()))[0]
                 est = fmt.estimate(arch, variant)
                 row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
+                row.gpu_peak_bytes = est.gpu_peak_bytes
             except Qwen3QuantError as exc:
                 row.status, row.reason = "skip", exc.one_line()
             from ..catalog.architecture import param_counts
 
             row.seconds = max(fmt.min_seconds, param_counts(arch).total / 1e9 * fmt.seconds_per_billion)
+        device_problem = ""
+        if row.status != "skip":
+            row.device, device_problem = _cell_device(cell, fmt, report)
+            if row.device == "cpu":
+                row.gpu_peak_bytes = None
         if row.status != "skip":
             if cell_is_current(entry, inputs):
                 row.status = "done"
             elif entry and entry.get("inputs") not in (None, inputs):
                 row.status, row.reason = "changed", "inputs changed since the last run"
-            if row.peak_bytes and row.peak_bytes > mem and row.status != "done":
+            vram = _vram_of(report(), row.device) if row.device != "cpu" else None
+            if device_problem and row.status != "done":
+                row.status, row.reason = "skip", device_problem
+            elif row.peak_bytes and row.peak_bytes > mem and row.status != "done":
                 row.status = "skip"
                 row.reason = f"needs about {row.peak_bytes / 1e9:.0f} GB of memory, this machine has {mem / 1e9:.0f} GB"
+            elif row.gpu_peak_bytes and vram and row.gpu_peak_bytes > vram and row.status != "done":
+                row.status = "skip"
+                row.reason = (
+                    f"needs about {row.gpu_peak_bytes / 1e9:.0f} GB of GPU memory, "
+                    f"{row.device} has {vram / 1e9:.0f} GB"
+                )
             elif not fmt.available() and row.status != "done":
                 row.status, row.reason = (
                     "skip",
@@ -86,6 +126,11 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 )
         rows.append(row)
     return rows
+
+
+def _vram_of(report, device: str) -> int | None:
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return report.total_bytes[index] if index < len(report.total_bytes) else None
 
 
 def eval_options(spec: BuildSpec) -> EvalOptions:
@@ -105,6 +150,8 @@ def cell_provenance(spec: BuildSpec, cell: Cell) -> Provenance:
             extra += ["--" + key.replace("_", "-"), str(spec.eval[key])]
     for name, limit in spec.gates.items():
         extra += ["--gate", f"{name}={'off' if limit is None else format(limit, 'g')}"]
+    if cell.device != "auto":
+        extra += ["--device", cell.device]
     build_file = "" if spec.is_default else spec.source
     return Provenance(
         "build",
@@ -144,6 +191,7 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
             eval_options=eval_options(spec),
             gate_overrides=spec.gates,
             provenance=cell_provenance(spec, cell),
+            device=cell.device,
             **cell.option_dict(),
         )
         entry.update(

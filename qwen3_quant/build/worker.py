@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cell", required=True)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--device")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # GPTQModel's pool: libenv.prepare_env
     logging.basicConfig(level=logging.WARNING, format=f"[{args.cell}] %(levelname)s %(message)s")
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from .run import run_cell
     from .spec import load_build, select
 
-    spec = load_build(args.build or None, out=args.out)
+    spec = load_build(args.build or None, out=args.out, device=args.device)
     (cell,) = select(spec.cells(), [args.cell])
     entry = run_cell(spec, cell, force=args.force)
     return 0 if entry.get("status") in ("passed", "failed") else 1

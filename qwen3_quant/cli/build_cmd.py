@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from ..formats.base import DEVICE
+
 
 @click.command("build")
 @click.argument("build_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -31,6 +33,12 @@ import click
 )
 @click.option("--force", is_flag=True, help="Redo cells even when they are up to date.")
 @click.option(
+    DEVICE.cli_flag,
+    DEVICE.name,
+    metavar=DEVICE.metavar,
+    help=f"{DEVICE.help} Overrides the build file's [build] / [[format]] device (default {DEVICE.default}).",
+)
+@click.option(
     "--publish/--no-publish", default=True, show_default=True, help="Publish what passed to the target."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (plan or results).")
@@ -45,6 +53,7 @@ def build(
     emit: str | None,
     collect_states: tuple[Path, ...],
     force: bool,
+    device: str | None,
     publish: bool,
     as_json: bool,
 ) -> None:
@@ -58,7 +67,7 @@ def build(
         print_json(b.github_matrix(build_file, out=out))
         return
     if plan_only:
-        spec = b.load_build(build_file, out=out)
+        spec = b.load_build(build_file, out=out, device=device)
         rows = b.plan(spec, b.spec.select(spec.cells(), list(cells) or None))
         if as_json:
             click.echo(b.dump_plan(rows))
@@ -87,6 +96,7 @@ def build(
             force=force,
             publish=publish,
             on_event=on_event,
+            device=device,
         )
     if as_json:
         print_json(
@@ -108,15 +118,26 @@ def _plan_table(spec, rows):
     from .console import short_bytes
 
     t = Table(title=f"Build plan: {spec.name} ({spec.source}) -> {spec.out}", title_justify="left")
-    for col in ("cell", "status", "est. size", "est. peak memory", "est. time", "note"):
+    for col in (
+        "cell",
+        "status",
+        "device",
+        "est. size",
+        "est. peak memory",
+        "est. GPU memory",
+        "est. time",
+        "note",
+    ):
         t.add_column(col, justify="right" if col.startswith("est") else "left")
     style = {"done": "green", "todo": "cyan", "changed": "yellow", "skip": "red"}
     for r in rows:
         t.add_row(
             r.cell.id,
             f"[{style[r.status]}]{r.status}[/]",
+            r.device,
             short_bytes(r.artifact_bytes) if r.artifact_bytes else "?",
             short_bytes(r.peak_bytes) if r.peak_bytes else "?",
+            short_bytes(r.gpu_peak_bytes) if r.gpu_peak_bytes else "-",
             _duration(r.seconds),
             r.reason,
         )

@@ -6,6 +6,7 @@ import click
 
 from ..eval.options import DEFAULT_TEXT, DEFAULTS
 from ..eval.protocol import DEFAULT_CTX
+from ..formats.base import DEVICE
 
 
 def resolve_path_or_model(spec: str) -> Path:
@@ -77,6 +78,9 @@ def load_dataset_text(name: str) -> Path:
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the runtime.")
 @click.option(
+    DEVICE.cli_flag, DEVICE.name, metavar=DEVICE.metavar, help=f"{DEVICE.help} Default: {DEVICE.default}."
+)
+@click.option(
     "--gate",
     "gate_opts",
     multiple=True,
@@ -107,6 +111,7 @@ def eval_(
     decode_tokens: int,
     repeats: int,
     threads: int | None,
+    device: str | None,
     gate_opts: tuple[str, ...],
     isolate: bool,
     json_out: Path | None,
@@ -125,6 +130,9 @@ def eval_(
     if dataset:
         text = str(load_dataset_text(dataset))
     overrides = parse_gate_overrides(gate_opts)
+    from ..device import resolve_device
+
+    resolve_device(device)  # no GPU where one was asked for: said before anything downloads or loads
     path = resolve_path_or_model(target)
     base_path = resolve_path_or_model(base) if base else None
     opts = EvalOptions(
@@ -137,6 +145,7 @@ def eval_(
         repeats=repeats,
         threads=threads,
         isolate=isolate,
+        device=device,
     )
     prog, update = progress_bar()
     with prog:

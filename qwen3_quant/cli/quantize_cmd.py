@@ -8,6 +8,16 @@ from pathlib import Path
 import click
 
 from ..eval.options import DEFAULT_TEXT
+from ..formats.base import DEVICE
+
+
+def device_param() -> click.Option:
+    """``--device``, as :data:`~qwen3_quant.formats.base.DEVICE` declares it (quantize, eval, build)."""
+    return click.Option(
+        [DEVICE.cli_flag, DEVICE.name],
+        metavar=DEVICE.metavar,
+        help=f"{DEVICE.help} Default: {DEVICE.default}.",
+    )
 
 
 def format_option_params() -> list[click.Option]:
@@ -71,6 +81,7 @@ def run_quantize(
     gate_opts: tuple[str, ...],
     revision: str | None,
     json_out: Path | None,
+    device: str | None = None,
     **options,
 ) -> None:
     """Quantise MODEL (catalog name such as Qwen3-8B, Hub id, or local folder) to one format, then
@@ -91,6 +102,7 @@ def run_quantize(
         ("--text", text),
         ("--ctx", ctx),
         ("--max-tokens", max_tokens),
+        ("--device", device),
     ):
         if value is not None:
             extra += [flag, str(value)]
@@ -110,6 +122,7 @@ def run_quantize(
             gate_overrides=overrides,
             progress=update,
             provenance=provenance,
+            device=device,
             **options,
         )
     con = console()
@@ -144,6 +157,7 @@ def make_command() -> click.Command:
         ),
         *format_option_params(),
         click.Option(["--revision"], help="Hub revision of MODEL."),
+        device_param(),
         click.Option(
             ["-o", "--out", "out_dir"],
             type=click.Path(file_okay=False, path_type=Path),

@@ -215,8 +215,9 @@ def validation_section(b: Bundle) -> str:
             + f" | {_gate_cell(s, val is not None)} |"
         )
         if r:
+            backend = f" ({r['backend']})" if r.get("backend") else ""
             note = (
-                f"{r.get('runtime')} on {r.get('hardware')}; text `{r.get('text')}`, {r.get('tokens_scored')} tokens "
+                f"{r.get('runtime')}{backend}, validated on {r.get('hardware')}; text `{r.get('text')}`, {r.get('tokens_scored')} tokens "
                 f"scored in windows of {r.get('ctx')}; speed: {r.get('prompt_tokens')}-token prompt, "
                 f"{r.get('decode_tokens')} generated tokens"
             )
@@ -283,6 +284,9 @@ def reproduce_section(b: Bundle) -> str:
         key = (prov.language, public_text(prov.command), _made_by(prov)) if prov else ("", "", "")
         groups.setdefault(key, []).append(v)
     parts = ["## Reproduce\n"]
+    where = _quantised_on(b)
+    if where:
+        parts.append(where)
     for (lang, cmd, made_by), variants in groups.items():
         label = ", ".join(variants)
         if not cmd:
@@ -292,6 +296,22 @@ def reproduce_section(b: Bundle) -> str:
         else:
             parts.append(f"{label}{made_by}:\n\n```sh\n{install}\n{cmd}\n```\n")
     return "\n".join(parts)
+
+
+def _quantised_on(b: Bundle) -> str:
+    """``Quantised on NVIDIA H100 (cuda:0, driver 550.54, CUDA 12.8, 80 GiB).`` per device used."""
+    from ..device import describe_facts
+
+    by_device: dict[str, list[str]] = {}
+    for v in b.variants:
+        prov = b.manifest.variants[v].provenance
+        if prov and prov.quantised_on:
+            by_device.setdefault(describe_facts(prov.quantised_on), []).append(v)
+    if not by_device:
+        return ""
+    if len(by_device) == 1:
+        return f"Quantised on {next(iter(by_device))}.\n"
+    return "".join(f"Quantised on {d}: {', '.join(vs)}.\n" for d, vs in by_device.items())
 
 
 def _made_by(prov) -> str:
