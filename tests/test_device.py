@@ -244,7 +244,9 @@ def test_llama_cpp_offload_plan():
 def test_onnxruntime_providers():
     from qwen3_quant.formats.onnx.runner import providers_for
 
-    assert providers_for(CPU, ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == ["CPUExecutionProvider"]
+    assert providers_for(CPU, ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == [
+        "CPUExecutionProvider"
+    ]
     providers, note = providers_for(Device("cuda", 1), ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert providers[0] == ("CUDAExecutionProvider", {"device_id": 1}) and "cuda:1" in note
     providers, note = providers_for(Device("cuda", 0), ["CPUExecutionProvider"])
@@ -286,3 +288,66 @@ def test_evaluation_records_the_device_and_refuses_a_missing_gpu(monkeypatch, mi
     monkeypatch.setattr(d, "probe_cuda", lambda *a, **k: NO_CUDA_TORCH)
     with pytest.raises(DeviceError):
         evaluate(micro_dense, options=EvalOptions(max_tokens=40, ctx=16, device="cuda"))
+
+
+# --- GPU memory estimates and the build plan --------------------------------------------------
+
+
+def test_gptqmodel_gpu_working_set_is_one_layer_not_the_model():
+    """GPTQModel keeps the model on the host and quantises one decoder layer at a time on the GPU:
+    the estimate holds one layer, its Hessians, the calibration activations and the embedding
+    table, so it grows with the layer's width, not with the layer count."""
+    from qwen3_quant.catalog import catalog
+    from qwen3_quant.catalog.architecture import param_counts
+    from qwen3_quant.formats.base import largest_layer_params
+    from qwen3_quant.formats.gptqmodel import gpu_working_set
+
+    cat = catalog()
+    for name in ("Qwen3-0.6B", "Qwen3-8B", "Qwen3-32B", "Qwen3-235B-A22B"):
+        arch = cat[name].arch
+        need = gpu_working_set(arch)
+        assert need > 2 * largest_layer_params(arch) + arch.vocab_size * arch.hidden_size * 2
+        assert need < 2 * param_counts(arch).total or name == "Qwen3-0.6B"  # well below the bf16 model
+    # 32B and 8B have 64 and 36 layers of different widths: the estimate follows the width
+    assert gpu_working_set(cat["Qwen3-32B"].arch) < 2 * gpu_working_set(cat["Qwen3-8B"].arch)
+
+
+def _spec(tmp_path, device: str, model: str = "Qwen3-0.6B"):
+    from qwen3_quant.build.spec import parse_build
+
+    data = {"build": {"models": [model], "device": device}, "format": [{"name": "gptq", "bits": 4}]}
+    return parse_build(data, source=str(tmp_path / "b.toml"), out=tmp_path / "out")
+
+
+def test_build_plan_refuses_a_cell_the_gpu_cannot_hold(tmp_path):
+    from qwen3_quant.build.run import plan
+
+    small = CudaReport("2.11", "12.8", 1, names=("Small GPU",), free_bytes=(10**9,), total_bytes=(10**9,))
+    (row,) = plan(_spec(tmp_path, "cuda"), cuda=small)
+    assert row.device == "cuda:0" and row.gpu_peak_bytes and row.status == "skip"
+    assert "GB of GPU memory, cuda:0 has 1 GB" in row.reason
+    (row,) = plan(_spec(tmp_path, "auto"), cuda=TWO_GPUS)
+    assert row.device == "cuda:0" and row.status == "todo", row.reason
+    (row,) = plan(_spec(tmp_path, "cpu"), cuda=TWO_GPUS)
+    assert row.device == "cpu" and row.gpu_peak_bytes is None
+    (row,) = plan(_spec(tmp_path, "cuda"), cuda=NO_CUDA_TORCH)
+    assert row.status == "skip" and "built without CUDA" in row.reason
+
+
+def test_build_device_settings(tmp_path):
+    from qwen3_quant.build.run import cell_provenance
+    from qwen3_quant.build.spec import parse_build
+
+    data = {
+        "build": {"models": ["Qwen3-Micro"], "device": "cuda:1"},
+        "format": [{"name": "gguf", "types": ["Q8_0"], "device": "cpu"}, {"name": "gptq", "bits": 4}],
+    }
+    spec = parse_build(data, source="b.toml", out=tmp_path)
+    cells = {c.format: c for c in spec.cells()}
+    assert cells["gguf"].device == "cpu" and cells["gptq"].device == "cuda:1"
+    assert "device" not in cells["gguf"].option_dict()  # not an input of the artifact
+    assert cell_provenance(spec, cells["gptq"]).command.endswith("--device cuda:1")
+    over = parse_build(data, source="b.toml", out=tmp_path, device="cpu")
+    assert {c.device for c in over.cells()} == {"cpu"}
+    with pytest.raises(UsageError, match=r"\[\[format\]\] gguf device: unknown device 'gpu'"):
+        parse_build({**data, "format": [{"name": "gguf", "device": "gpu"}]}, source="b.toml")
