@@ -37,7 +37,7 @@ if [ -d .gpu-wheels ]; then
 else
   echo "no .gpu-wheels/: run scripts/gpu_wheels.sh here and carry it" | tee -a "$LOG"
 fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3 | tee -a "$LOG"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, not an install
 python3 - <<'PY' 2>&1 | tee -a "$LOG"
 import importlib
 for m in ("qwen3_quant", "gptqmodel", "llama_cpp", "onnxruntime", "onnxruntime_genai", "gguf"):

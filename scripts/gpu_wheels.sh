@@ -16,9 +16,9 @@
 #     and PyPI has only its sdist. On a CUDA machine with network:
 #       CMAKE_ARGS=-DGGML_CUDA=on pip wheel --no-deps llama-cpp-python==0.3.36 -w .gpu-wheels
 #     Without it the GGUF test on the GPU is skipped and GGUF validates on the CPU.
-#   - onnxruntime-gpu: its wheel (~300 MB) exceeds what a device run carries (64 MiB): the ONNX
-#     CUDA execution provider stays unverified; the CPU onnxruntime wheel is carried instead, so
-#     the ONNX GPU test runs with its CPU fallback and checks the note that says so.
+#   - ONNX: onnxruntime-gpu's wheel (~300 MB), and even the CPU onnxruntime + onnxruntime-genai +
+#     onnx wheels (~48 MB), do not fit beside the working tree (~34 MB) in what a device run carries
+#     (64 MiB): the ONNX GPU test is skipped there and the CUDA execution provider stays unverified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=.gpu-wheels
@@ -27,8 +27,7 @@ mkdir -p "$OUT"
 
 # wheels on PyPI for CPython 3.12 (no dependencies resolved: the list is explicit)
 WHEELS=(
-  click rich markdown-it-py mdurl pygments gguf psutil threadpoolctl torchao==0.18.0 accelerate
-  optimum onnx onnxruntime==1.32.0 onnxruntime-genai==0.18.0 onnx-ir onnxscript ml_dtypes
+  click rich markdown-it-py mdurl pygments gguf psutil threadpoolctl torchao==0.18.0 accelerate optimum
 )
 "$PIP" download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -131,8 +131,8 @@ def test_gguf_on_cuda(tmp_path, micro_dense):
 
 
 def test_onnx_on_cuda(tmp_path, micro_dense):
-    pytest.importorskip("onnxruntime")
-    import onnxruntime as ort
+    pytest.importorskip("onnxruntime_genai")
+    ort = pytest.importorskip("onnxruntime")
 
     res = quantize(
         str(micro_dense), "onnx", out_dir=tmp_path / "onnx", device="cuda", eval_options=_eval(tmp_path)
