@@ -351,3 +351,71 @@ def test_build_device_settings(tmp_path):
     assert {c.device for c in over.cells()} == {"cpu"}
     with pytest.raises(UsageError, match=r"\[\[format\]\] gguf device: unknown device 'gpu'"):
         parse_build({**data, "format": [{"name": "gguf", "device": "gpu"}]}, source="b.toml")
+
+
+# --- scheduling GPU and CPU cells -------------------------------------------------------------
+
+
+class _FakeProc:
+    """A worker that finishes after a few polls; records what ran at the same time."""
+
+    def __init__(self, cid, env, log, running, polls=3):
+        self.cid, self.env, self.left, self.returncode = cid, env, polls, None
+        self.running = running
+        running[cid] = (env or {}).get("CUDA_VISIBLE_DEVICES")
+        log.append(dict(running))
+
+    def poll(self):
+        self.left -= 1
+        if self.left <= 0:
+            self.returncode = 0
+            self.running.pop(self.cid, None)
+            return 0
+        return None
+
+
+def test_local_executor_runs_one_gpu_cell_per_gpu_beside_cpu_cells(tmp_path, monkeypatch):
+    from qwen3_quant.build import executors
+    from qwen3_quant.build.run import PlanRow
+    from qwen3_quant.build.spec import Cell
+
+    monkeypatch.setattr(executors.time, "sleep", lambda _s: None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cells = [
+        (Cell(f"M{i}", "gptq", "4", (), "auto"), "cuda:0")
+        for i in range(3)  # three GPU cells
+    ] + [(Cell(f"M{i}", "gguf", "Q8_0", (), "cpu"), "cpu") for i in range(2)]
+    cells.append((Cell("Pinned", "awq", "4", (), "cuda:1"), "cuda:1"))
+    rows = [PlanRow(c, "x", "todo", peak_bytes=1, device=d) for c, d in cells]
+    spec = _spec(tmp_path, "auto")
+    log: list[dict] = []
+    running: dict = {}
+
+    def launch(cmd, env):
+        cid = cmd[cmd.index("--cell") + 1]
+        return _FakeProc(cid, env, log, running)
+
+    executors.run_local(spec, rows, jobs=4, launch=launch, gpus=2)
+    started = set().union(*log)
+    assert started == {c.id for c, _ in cells}
+    for snapshot in log:
+        gpus = [v for k, v in snapshot.items() if "/gguf/" not in k]
+        assert len(gpus) <= 2 and len(set(gpus)) == len(gpus), snapshot  # one cell per GPU
+        assert len(snapshot) <= 4
+        pinned = snapshot.get("Pinned/awq/4", "unset")
+        assert pinned in ("unset", None)  # a pinned cell keeps the visible set: cuda:1 means GPU 1
+    assert any(sum("/gguf/" in k for k in s) and len(s) > 2 for s in log)  # CPU cells ran beside
+    assert executors.pick_gpu("cpu", {0}) is None and executors.pick_gpu("cuda:0", set()) == -1
+    assert executors.gpu_env(1, False, base={})["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_github_matrix_carries_runner_and_device(tmp_path):
+    from qwen3_quant.build.spec import parse_build
+
+    data = {
+        "build": {"models": ["Qwen3-Micro"], "runner": "ubuntu-latest"},
+        "format": [{"name": "gguf", "types": ["Q8_0"]}, {"name": "gptq", "bits": 4, "runner": "gpu-l4"}],
+    }
+    spec = parse_build(data, source="b.toml", out=tmp_path)
+    assert {c.format: c.runner for c in spec.cells()} == {"gguf": "ubuntu-latest", "gptq": "gpu-l4"}
+    assert all("runner" not in c.option_dict() for c in spec.cells())

@@ -158,6 +158,7 @@ def github_matrix(path: str | Path | None = None, *, out: str | Path | None = No
                 "est_seconds": round(r.seconds or 0),
                 "device": c.device,
                 "gpu": r.device != "cpu",
+                **({"runner": c.runner} if c.runner else {}),
             }
         )
     return {"include": include}

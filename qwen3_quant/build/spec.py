@@ -8,6 +8,7 @@ A build file is TOML::
     out = "qwen3-quant-out"          # relative to the current directory
     jobs = 2                          # cells run at once (also bounded by memory)
     device = "auto"                   # auto, cpu, cuda, cuda:N (a [[format]] may set its own)
+    runner = "ubuntu-latest"          # CI runner label in --emit github-matrix (a [[format]] may set its own)
 
     [calib]
     mix = "default"
@@ -58,6 +59,7 @@ class Cell:
     axis_value: str  # Q4_K_M, 4, int4
     options: tuple[tuple[str, Any], ...]  # options for quantize() (axis value included)
     device: str = "auto"  # where it computes; not an input of the artifact (not in options)
+    runner: str | None = None  # the CI runner label --emit github-matrix gives it
 
     @property
     def id(self) -> str:
@@ -76,6 +78,7 @@ class BuildSpec:
     jobs: int = 1
     device: str = "auto"
     device_override: str | None = None  # --device on the command line: every cell
+    runner: str | None = None
     calib: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     gates: dict[str, float | None] = field(default_factory=dict)
@@ -103,7 +106,8 @@ class BuildSpec:
                 axis = get_format(fmt).cell_axis
                 values = f.get(axis)
                 values = values if isinstance(values, list) else [values]
-                rest = {k: v for k, v in f.items() if k not in ("name", "device", axis)}
+                rest = {k: v for k, v in f.items() if k not in ("name", "device", "runner", axis)}
+                runner = f.get("runner") or self.runner
                 device = self.device_override or str(f.get("device") or self.device)
                 for v in values:
                     opts = dict(rest)
@@ -113,7 +117,8 @@ class BuildSpec:
                     frozen = tuple(
                         sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in opts.items())
                     )
-                    out.append(Cell(model, fmt, str(v) if v is not None else "default", frozen, device))
+                    label = str(v) if v is not None else "default"
+                    out.append(Cell(model, fmt, label, frozen, device, runner))
         return out
 
     def _add_calibration(self, fmt: str, opts: dict[str, Any]) -> None:
@@ -181,6 +186,7 @@ def parse_build(
         jobs=jobs,
         device=str(b.get("device") or "auto"),
         device_override=device,
+        runner=b.get("runner"),
         calib=dict(data.get("calib") or {}),
         eval=dict(data.get("eval") or {}),
         gates=gates,
