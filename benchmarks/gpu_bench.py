@@ -111,6 +111,10 @@ def parity(work: Path, device: str, samples: int) -> dict:
     return out
 
 
+def _gb(n: int | None) -> str:
+    return f"{n / 1e9:.2f} GB" if n else "-"
+
+
 def markdown(r: dict) -> str:
     t = r["timed"]
     lines = [
@@ -127,8 +131,7 @@ def markdown(r: dict) -> str:
         "|---|---|---|---|---|---|",
         f"| {t['device']} | {t['wall_seconds']} | {round(t['quantize_seconds'] or 0, 1)} | "
         f"{(t['quantize_seconds'] or 0) / t['layers']:.1f} | "
-        f"{(t['worker_peak_rss_bytes'] or 0) / 1e9:.2f} GB | "
-        f"{(t['worker_peak_vram_bytes'] or 0) / 1e9:.2f} GB |",
+        f"{_gb(t['worker_peak_rss_bytes'])} | {_gb(t['worker_peak_vram_bytes'])} |",
     ]
     p = r.get("parity")
     if p:

@@ -38,6 +38,10 @@ else
   echo "no .gpu-wheels/: run scripts/gpu_wheels.sh here and carry it" | tee -a "$LOG"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, not an install
+if ! python3 -c "import pcre" 2>/dev/null; then
+  echo "pypcre did not build here: GPTQModel runs with scripts/gpu_pcre_shim (stdlib re)" | tee -a "$LOG"
+  export PYTHONPATH="$PWD/scripts/gpu_pcre_shim:$PYTHONPATH"
+fi
 python3 - <<'PY' 2>&1 | tee -a "$LOG"
 import importlib
 for m in ("qwen3_quant", "gptqmodel", "llama_cpp", "onnxruntime", "onnxruntime_genai", "gguf"):

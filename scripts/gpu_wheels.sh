@@ -37,5 +37,5 @@ WHEELS=(
 "$PIP" wheel --no-deps -w "$OUT" defuser==0.0.28 tokenicer logbar device-smi gptqmodel==7.6.0
 # pypcre (imported by gptqmodel) is compiled and has no cp312 wheel: its sdist is carried and built
 # on the GPU machine by scripts/gpu_check.sh (needs a C compiler there)
-"$PIP" download --no-deps --no-binary=:all: -d "$OUT" pypcre
+"$PIP" download --no-deps --no-binary=pypcre --no-build-isolation -d "$OUT" pypcre
 du -sh "$OUT"; ls -1 "$OUT"
