@@ -419,3 +419,32 @@ def test_github_matrix_carries_runner_and_device(tmp_path):
     spec = parse_build(data, source="b.toml", out=tmp_path)
     assert {c.format: c.runner for c in spec.cells()} == {"gguf": "ubuntu-latest", "gptq": "gpu-l4"}
     assert all("runner" not in c.option_dict() for c in spec.cells())
+
+
+def test_card_shows_where_it_was_quantised_and_validated(tmp_path):
+    from dataclasses import replace
+
+    from qwen3_quant.artifact import Manifest
+    from qwen3_quant.provenance import Provenance
+    from qwen3_quant.publish import build_bundle
+    from qwen3_quant.testing.fake_artifacts import make_artifact
+
+    art = make_artifact(tmp_path, "gptq", variants={"W4g128": 4})
+    m = Manifest.read(art)
+    rec = m.variants["W4g128"]
+    rec.provenance = replace(rec.provenance, quantised_on=cuda_facts(TWO_GPUS, 0))
+    gpu = resolve_device("cuda", TWO_GPUS)
+    rec.validation.result.update(
+        device=gpu.facts,
+        hardware=gpu.describe() + "; host x86_64",
+        backend="MarlinQuantLinear (float16 on cuda:0)",
+    )
+    m.write(art)
+    back = Manifest.read(art).variants["W4g128"].provenance
+    assert (
+        back == Provenance.from_dict(back.to_dict()) and back.quantised_on["name"] == "NVIDIA H100 80GB HBM3"
+    )
+    card = build_bundle(art, repo_id="org/Qwen3-8B-GPTQ-Int4").card
+    reproduce = card.split("## Reproduce", 1)[1]
+    assert "Quantised on NVIDIA H100 80GB HBM3 (cuda:0, driver 550.54.15, CUDA 12.8, 80 GiB)." in reproduce
+    assert "gptqmodel (MarlinQuantLinear (float16 on cuda:0)), validated on NVIDIA H100" in card
