@@ -54,15 +54,17 @@ def _arch_of(model: str):
 
 
 def _cell_device(cell: Cell, fmt, cuda) -> tuple[str, str]:
-    """Where a cell would quantise (``cpu``, ``cuda:N``) and why it cannot, if it cannot."""
+    """Where a cell would quantise (``cpu``, ``cuda:N``) and why it cannot, if it cannot (a CUDA
+    device it names is not there: its validation would need it even where quantising does not)."""
     from ..device import resolve_device
 
-    if not fmt.gpu_quantise or cell.device == "cpu":
+    if cell.device == "cpu" or (cell.device == "auto" and not fmt.gpu_quantise):
         return "cpu", ""
     try:
-        return resolve_device(cell.device, cuda()).torch, ""
+        where = resolve_device(cell.device, cuda()).torch
     except Qwen3QuantError as exc:
         return "cpu", exc.one_line()
+    return (where if fmt.gpu_quantise else "cpu"), ""
 
 
 def plan(spec: BuildSpec, cells: list[Cell] | None = None, cuda=None) -> list[PlanRow]:
