@@ -185,16 +185,20 @@ def test_gptqmodel_worker_settings_by_device():
     assert worker.load_kwargs({}) == {"device": "cpu"}
     # on CUDA GPTQModel refuses device= beside QuantizeConfig.device
     assert worker.load_kwargs({"device": "cuda:0"}) == {}
+    assert worker.routing_placement("cpu") == {}
+    gpu = worker.routing_placement("cuda:0", free_vram=10 * 1024**3, free_ram=100 * 1024**3)
+    assert gpu["device_map"] == "auto" and gpu["max_memory"][0] == int(8 * 1024**3)
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda:0"])
-def test_gptqmodel_quantize_config_carries_the_device(device):
+@pytest.mark.parametrize("method", ["gptq", "awq", "rtn"])
+def test_gptqmodel_quantize_config_carries_the_device(device, method):
     pytest.importorskip("gptqmodel")
     from qwen3_quant.formats.gptqmodel.libenv import import_gptqmodel
     from qwen3_quant.formats.gptqmodel.worker import quantize_config
 
     import_gptqmodel()
-    job = {"method": "gptq", "bits": 4, "group_size": 128, "sym": True, "act_order": False}
+    job = {"method": method, "bits": 4, "group_size": 128, "sym": True, "act_order": False}
     job |= {"damp_percent": 0.05, "device": device}
     qc = quantize_config(job)
     if device == "cpu":

@@ -49,8 +49,9 @@ def routing_pass(job: dict, events: Events) -> dict[str, Any]:
     total = sum(len(s) for s in samples)
     spec = job["moe"]["threshold"]
     device = job.get("device", "cpu")
-    placement = {"device_map": {"": device}} if device != "cpu" else {}
-    model = AutoModelForCausalLM.from_pretrained(job["source"], dtype=torch.bfloat16, **placement)
+    model = AutoModelForCausalLM.from_pretrained(
+        job["source"], dtype=torch.bfloat16, **routing_placement(device)
+    )
     model.eval()
     stats = count_routed_tokens(
         model,
@@ -64,6 +65,24 @@ def routing_pass(job: dict, events: Events) -> dict[str, Any]:
     if device != "cpu":
         torch.cuda.empty_cache()
     return stats.summary()
+
+
+def routing_placement(device: str, free_vram: int | None = None, free_ram: int | None = None) -> dict:
+    """``from_pretrained`` placement for the routing count: on CUDA, accelerate's ``device_map="auto"``
+    with the GPU capped at 80 % of its free memory, so the layers that do not fit stay in host
+    memory and are moved to the GPU only while they run (a model larger than the GPU still
+    counts on it); on the CPU, transformers' default."""
+    if device == "cpu":
+        return {}
+    import psutil
+    import torch
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if free_vram is None:
+        free_vram = torch.cuda.mem_get_info(index)[0]
+    if free_ram is None:
+        free_ram = psutil.virtual_memory().available
+    return {"device_map": "auto", "max_memory": {index: int(free_vram * 0.8), "cpu": int(free_ram * 0.9)}}
 
 
 def quantize_config(job: dict):
