@@ -8,11 +8,13 @@
 #   4. writes $OUT/gpu_check.json and $OUT/gpu_check.md (and the test log) for benchmarks/gpu.md.
 #
 # Device tool call (from the repository root here, after `bash scripts/gpu_wheels.sh`):
-#   run(command="bash scripts/gpu_check.sh", carry=[".gpu-wheels"], timeout_s=540)
+#   run(command="bash scripts/gpu_check.sh", carry=[".gpu-wheels"], timeout_s=560)
+# Step timeouts (200 + 180 + 120 s, plus installing) keep it inside one call; what finished is in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/gpu-check}"
-mkdir -p "$OUT"
+OUT="${OUT:-/tmp/gpu-check}"      # the device tool's $OUT: only the 7 summary files go here
+WORK="${WORK:-/tmp/gpu-check-work}"  # checkpoints, artifacts, caches (large: never in $OUT)
+mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpu_check.log"
 T0=$(date +%s)
 step() { echo "== $(( $(date +%s) - T0 ))s: $*" | tee -a "$LOG"; }
@@ -22,7 +24,9 @@ step "machine"
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'transformers', transformers.__version__)"; } 2>&1 | tee -a "$LOG"
 
 step "install from .gpu-wheels (no network here)"
-if [ -d .gpu-wheels ]; then
+if [ -n "${GPU_CHECK_SKIP_INSTALL:-}" ]; then
+  echo "install skipped (GPU_CHECK_SKIP_INSTALL)" | tee -a "$LOG"
+elif [ -d .gpu-wheels ]; then
   # only what is missing: never replace the machine's torch / transformers
   missing=()
   for w in .gpu-wheels/*.whl; do
@@ -57,20 +61,20 @@ try:
 except Exception: pass
 PY
 
-export QWEN3_QUANT_CACHE="$OUT/cache" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export QWEN3_QUANT_CACHE="$WORK/cache" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 step "gpu tests"
-timeout 240 python3 -m pytest -q -p no:cacheprovider -x -m gpu --junitxml="$OUT/gpu_tests.xml" \
+timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu --junitxml="$OUT/gpu_tests.xml" \
   tests/test_gpu.py tests/test_device.py > "$OUT/gpu_tests.log" 2>&1
 echo "pytest exit $?" | tee -a "$LOG"; tail -25 "$OUT/gpu_tests.log" | tee -a "$LOG"
 
 step "timed GPTQ on the GPU (28 layers) and parity"
-timeout 200 python3 benchmarks/gpu_bench.py --device cuda --samples 32 --parity --work "$OUT/work" \
+timeout 180 python3 benchmarks/gpu_bench.py --device cuda --samples 32 --parity --work "$WORK" \
   --json "$OUT/gpu_check.json" --md "$OUT/gpu_check.md" >> "$LOG" 2>&1
 echo "bench exit $?" | tee -a "$LOG"
 
 step "same GPTQ on this machine's CPU, first 4 layers (baseline)"
-timeout 120 python3 benchmarks/gpu_bench.py --device cpu --samples 32 --layers 4 --work "$OUT/work" \
+timeout 120 python3 benchmarks/gpu_bench.py --device cpu --samples 32 --layers 4 --work "$WORK" \
   --json "$OUT/cpu_baseline.json" --md "$OUT/cpu_baseline.md" >> "$LOG" 2>&1
 echo "cpu baseline exit $?" | tee -a "$LOG"
 step "done"
