@@ -12,9 +12,10 @@ from .errors import DependencyMissingError
 from .eval.evaluate import EvalOptions, EvalResult
 from .formats import get_format
 from .formats.base import Progress, no_progress
-from .io import ensure_free_space
+from .io import check_writable, ensure_free_space, safe_name
 from .provenance import Provenance, python_call
 from .sources import resolve_model
+from .validate import check_eval_inputs
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("qwen3-quant-out")
@@ -78,6 +79,9 @@ def quantize(
                 **given,
             ),
         )
+    check_writable(Path(out_dir) if out_dir else Path(out_root or DEFAULT_OUT))
+    if validate:
+        check_eval_inputs(eval_options or EvalOptions())
     if not f.available():
         raise DependencyMissingError(
             f"the {f.name} format's libraries are not installed", hint=f"pip install 'qwen3-quant[{f.extra}]'"
@@ -85,7 +89,11 @@ def quantize(
     dev = quantise_device(f, device)  # before the model is downloaded
     src = resolve_model(model, revision=revision)
     info = inspect_checkpoint(src.path)
-    dest = Path(out_dir) if out_dir else Path(out_root or DEFAULT_OUT) / f.artifact_name(src.name, config)
+    if out_dir:
+        dest = Path(out_dir)
+    else:  # the name comes from the model's name, which a Hub id or a folder chose
+        name = safe_name(f.artifact_name(src.name, config), what=f"artifact name for {model}")
+        dest = Path(out_root or DEFAULT_OUT) / name
     if overwrite or not dest.exists():  # else kept, or (GGUF) types added, each checked as it is written
         need = sum(f.estimate(info.arch, v).artifact_bytes for v in f.variants(config))
         ensure_free_space(dest.parent if not dest.exists() else dest, need, what=f"write {dest.name}")

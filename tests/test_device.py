@@ -413,16 +413,26 @@ def test_local_executor_runs_one_gpu_cell_per_gpu_beside_cpu_cells(tmp_path, mon
     assert executors.gpu_env(1, False, base={})["CUDA_VISIBLE_DEVICES"] == "1"
 
 
-def test_github_matrix_carries_runner_and_device(tmp_path):
+def test_a_cell_on_cuda_is_routed_to_a_runner_with_its_gpu_memory(tmp_path):
+    from qwen3_quant.build.run import plan
     from qwen3_quant.build.spec import parse_build
 
-    data = {
-        "build": {"models": ["Qwen3-Micro"], "runner": "ubuntu-latest"},
-        "format": [{"name": "gguf", "types": ["Q8_0"]}, {"name": "gptq", "bits": 4, "runner": "gpu-l4"}],
+    runners = {
+        "ubuntu-latest": {"ram": "16GB", "disk": "14GB"},
+        "gpu-24gb": {"ram": "64GB", "disk": "200GB", "gpu": "24GB"},
     }
-    spec = parse_build(data, source="b.toml", out=tmp_path)
-    assert {c.format: c.runner for c in spec.cells()} == {"gguf": "ubuntu-latest", "gptq": "gpu-l4"}
-    assert all("runner" not in c.option_dict() for c in spec.cells())
+    rows = {}
+    for device in ("auto", "cuda"):
+        data = {
+            "build": {"models": ["Qwen3-0.6B"], "device": device},
+            "format": [{"name": "gptq", "bits": 4}],
+            "runners": runners,
+        }
+        spec = parse_build(data, source="b.toml", out=tmp_path / device)
+        (rows[device],) = plan(spec, cuda=TWO_GPUS)
+    assert rows["auto"].runner.label == "ubuntu-latest" and rows["auto"].needs.gpu_bytes == 0
+    assert rows["cuda"].runner.label == "gpu-24gb"
+    assert rows["cuda"].needs.gpu_bytes == rows["cuda"].gpu_peak_bytes > 0
 
 
 def test_card_shows_where_it_was_quantised_and_validated(tmp_path):

@@ -34,9 +34,9 @@ def test_local_publish_end_to_end(gguf, tmp_path):
     m = load_manifest(gguf)
     assert _listing(dest) == sorted([*m["files"], CARD, EVAL_JSON, MANIFEST, CHECKSUMS])
     assert not list(dest.parent.glob("*.partial"))
-    # same filesystem: the weights are hard links, not copies
+    # the weights are copies (or copy-on-write clones), never hard links to the artifact's files
     for f in m["files"]:
-        assert os.stat(dest / f).st_ino == os.stat(gguf / f).st_ino
+        assert os.stat(dest / f).st_ino != os.stat(gguf / f).st_ino
     if shutil.which("sha256sum"):
         out = subprocess.run(
             ["sha256sum", "-c", CHECKSUMS], cwd=dest, capture_output=True, text=True, timeout=60
@@ -55,10 +55,36 @@ def test_local_publish_end_to_end(gguf, tmp_path):
     assert before == {p: os.stat(dest / p).st_mtime_ns for p in _listing(dest)}
 
 
+def test_published_folder_does_not_change_when_the_artifact_is_edited_in_place(gguf, tmp_path):
+    dest = tmp_path / "pub"
+    publish(gguf, dest)
+    victim = "Qwen3-8B-Q4_K_M.gguf"
+    before = (dest / victim).read_bytes()
+    with open(gguf / victim, "r+b") as fh:  # edit in place: a hard link would carry this over
+        fh.seek(5)
+        fh.write(b"CORRUPTED")
+    assert (dest / victim).read_bytes() == before
+    if shutil.which("sha256sum"):
+        out = subprocess.run(["sha256sum", "-c", CHECKSUMS], cwd=dest, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_hard_links_only_when_asked(gguf, tmp_path):
+    dest = tmp_path / "linked"
+    res = publish(gguf, dest, hard_link=True)
+    for f in load_manifest(gguf)["files"]:
+        assert os.stat(dest / f).st_ino == os.stat(gguf / f).st_ino
+    assert set(res.uploaded) == {f.path for f in res.files}
+    with pytest.raises(UsageError, match="--hard-link applies to folder targets only"):
+        publish(gguf, "hf://org/x", hard_link=True, dry_run=True)
+    r = CliRunner().invoke(main, ["publish", "--help"])
+    assert "--hard-link" in r.output
+
+
 def test_copies_and_rehashes_across_filesystems(gguf, tmp_path, monkeypatch):
     monkeypatch.setattr("qwen3_quant.publish.local._can_link", lambda *a: False)
     dest = tmp_path / "copy"
-    publish(gguf, dest)
+    publish(gguf, dest, hard_link=True)  # asked for links, but the filesystems differ: copies
     for f in load_manifest(gguf)["files"]:
         assert os.stat(dest / f).st_ino != os.stat(gguf / f).st_ino
         assert (dest / f).read_bytes() == (gguf / f).read_bytes()

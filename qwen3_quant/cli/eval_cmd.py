@@ -121,8 +121,8 @@ def eval_(
     from ..errors import UsageError
     from ..eval.evaluate import EvalOptions
     from ..eval.gates import parse_gate_overrides
-    from ..validate import evaluate_path
-    from .console import console, progress_bar, write_json
+    from ..validate import check_eval_inputs, evaluate_path
+    from .console import check_json_out, console, print_table, progress_reporter, write_json
     from .report_tables import eval_table
 
     if text and dataset:
@@ -130,11 +130,6 @@ def eval_(
     if dataset:
         text = str(load_dataset_text(dataset))
     overrides = parse_gate_overrides(gate_opts)
-    from ..device import resolve_device
-
-    resolve_device(device)  # no GPU where one was asked for: said before anything downloads or loads
-    path = resolve_path_or_model(target)
-    base_path = resolve_path_or_model(base) if base else None
     opts = EvalOptions(
         text=text,
         ctx=ctx,
@@ -147,14 +142,18 @@ def eval_(
         isolate=isolate,
         device=device,
     )
-    prog, update = progress_bar()
+    check_eval_inputs(opts)  # before a model is downloaded or loaded
+    check_json_out(json_out or Path("eval.json"))
+    path = resolve_path_or_model(target)
+    base_path = resolve_path_or_model(base) if base else None
+    name = path.stem if path.is_file() else path.name
+    out = json_out or Path(f"eval-{name}.json")
+    prog, update = progress_reporter(name)
     with prog:
         results = evaluate_path(
             path, variant=variant, base=base_path, options=opts, gate_overrides=overrides, progress=update
         )
-    console().print(eval_table(results))
-    name = path.stem if path.is_file() else path.name
-    out = json_out or Path(f"eval-{name}.json")
+    print_table(eval_table(results))
     write_json(out, {"results": [r.to_dict() for r in results]})
     console().print(f"JSON: {out}", style="dim")
     if any(r.passed is False for r in results):

@@ -10,7 +10,7 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
     """The eight Qwen3 models with shapes and parameter counts computed from them, and the estimated
     size and quantisation memory of each format and type."""
     from ..models_table import estimate_rows, model_rows
-    from .console import console, print_json, short_bytes
+    from .console import console, print_json, print_table, short_bytes
 
     rows = model_rows()
     est = estimate_rows(list(formats) or None)
@@ -59,7 +59,7 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
             ctxs,
         )
     con = console()
-    con.print(t)
+    print_table(t)
     names = [r["name"] for r in rows]
     for key, title in (
         ("artifact_bytes", "Estimated artifact size"),
@@ -77,7 +77,7 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
             if not any(by_model.values()):
                 continue  # e.g. GGUF Q8_0 and ONNX quantise on the CPU: no GPU memory
             s.add_row(f"{f} {ty}", *[short_bytes(by_model[n]) for n in names])
-        con.print(s)
+        print_table(s)
     con.print(
         "Sizes: G = 1e9 bytes, from tensor shapes and each type's bits per weight, including the tensors "
         "each format keeps at higher precision. GPU memory: what quantising on CUDA needs on the GPU "

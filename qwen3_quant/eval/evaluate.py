@@ -99,6 +99,9 @@ def base_of(target: EvalTarget) -> Path | None:
 def _tokenize(tok_dir: Path, text: str, max_tokens: int | None) -> np.ndarray:
     from transformers import AutoTokenizer
 
+    from ..checkpoint import check_tokenizer
+
+    check_tokenizer(tok_dir)  # a broken file is one line naming it, not a tokenizers traceback
     tok = AutoTokenizer.from_pretrained(tok_dir)
     tok.model_max_length = 1 << 30  # windows are cut here, not by the tokenizer
 
@@ -141,7 +144,9 @@ def get_reference(
     if ref is None:
         windows = make_windows(len(tokens), ctx)
         with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name, device=device) as runner:
-            ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress)
+            ref = score_windows(
+                runner, tokens, windows, keep_topk=k, progress=progress, stage="scoring the unquantised model"
+            )
         save_reference(path, ref)
         log.info("stored reference log-probabilities in %s", path)
     return ref
@@ -166,7 +171,9 @@ def _artifact_phase(
         out["load_seconds"] = time.perf_counter() - t0
         out["backend"] = runner.backend or None
         try:
-            scores = score_windows(runner, tokens, windows, ref=ref, progress=progress)
+            scores = score_windows(
+                runner, tokens, windows, ref=ref, progress=progress, stage=f"scoring in {target.runtime}"
+            )
             out["nll"] = scores.nll
             out["kld"], out["top1_same"] = scores.kld, scores.top1_same
             if opts.speed:

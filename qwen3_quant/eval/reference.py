@@ -40,8 +40,10 @@ def score_windows(
     ref: Scores | None = None,
     keep_topk: int = 0,
     progress=None,
+    stage: str = "scoring windows",
 ) -> Scores:
-    """Run each window through ``runner``; compare with ``ref`` when given; keep top-k when asked."""
+    """Run each window through ``runner``; compare with ``ref`` when given; keep top-k when asked;
+    report each window to ``progress`` as ``stage``."""
     nll, kld, same, tk_i, tk_l = [], [], [], [], []
     off = 0
     for i, w in enumerate(windows):
@@ -60,7 +62,7 @@ def score_windows(
             tk_l.append(b)
         off += w.scored
         if progress:
-            progress("scoring windows", i + 1, len(windows))
+            progress(stage, i + 1, len(windows))
 
     def cat(xs):
         return np.concatenate(xs) if xs else None

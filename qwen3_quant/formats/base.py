@@ -102,7 +102,10 @@ class Option:
 
 
 CALIB = Option(
-    "calib", "Calibration mix: a name from calib/ or a .toml file (default: default).", metavar="MIX"
+    "calib",
+    "Calibration: a mix name (qwen3-quant calib list), a .toml mix, or your own .txt / .jsonl "
+    "file (default: default, which ships with the package).",
+    metavar="MIX|FILE",
 )
 CALIB_SAMPLES = Option("calib_samples", "Override the mix's sample count.", int)
 # not a format option: quantize, eval and build take it for every format (formats declare
@@ -190,6 +193,9 @@ class QuantFormat(ABC):
     # the build plan's time estimate for one variant on a CPU: seconds per billion parameters, floor
     seconds_per_billion: ClassVar[float] = 600.0
     min_seconds: ClassVar[float] = 60.0
+    # the build's disk estimate: bf16 copies of the source a run keeps beside it (GGUF's base file)
+    scratch_source_copies: ClassVar[float] = 0.0
+    needs_gpu: ClassVar[bool] = False  # quantising needs a CUDA GPU (builds route such cells to one)
 
     # --- facts ------------------------------------------------------------------------------
 

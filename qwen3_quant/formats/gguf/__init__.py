@@ -38,6 +38,7 @@ class GGUFFormat(QuantFormat):
     card_description, hub_library = "GGUF files for llama.cpp", "gguf"
     recipe_labels = {"type": "Type", "imatrix": "Importance matrix"}
     seconds_per_billion, min_seconds = 90.0, 20.0
+    scratch_source_copies = 1.0  # the bf16 base conversion every type is made from
     table_types = TABLE_TYPES
     shares_folder = True  # every type of a model in one folder, as Hub GGUF repos are
     rebuild_damaged = True  # a damaged type is rebuilt from the kept base conversion

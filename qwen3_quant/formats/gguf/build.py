@@ -298,9 +298,11 @@ class GGUFBuild:
         journal.unlink()
 
     def _record(self, ftype: str, files: list[str], shared: list[str], recipe: dict[str, Any]) -> None:
+        from . import FORMAT  # the artifact's name comes from the model and format, not the folder
+
         record_variant(
             self.out,
-            name=self.out.name,
+            name=FORMAT.artifact_name(self.source.name, self.cfg),
             fmt="gguf",
             source=self.src,
             variant=ftype,

@@ -54,6 +54,14 @@ def check_gguf_files(path: Path) -> None:
             )
 
 
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " amx_int8" in line for line in fh)
+    except OSError:
+        return False
+
+
 class LlamaCppRunner(Runner):
     runtime = "llama.cpp"
 
@@ -83,6 +91,10 @@ class LlamaCppRunner(Runner):
         if n_gpu:
             mparams.main_gpu = self.device.index or 0
             mparams.split_mode = 0  # LLAMA_SPLIT_MODE_NONE: the one GPU asked for
+        if cpu_has_amx():
+            # llama.cpp's AMX weight buffers crash (SIGSEGV in ggml_backend_amx_mul_mat) on every
+            # quantised GGUF on an AMX machine here: plain CPU buffers instead
+            mparams.use_extra_bufts = False
         with captured_log() as lines:
             model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:

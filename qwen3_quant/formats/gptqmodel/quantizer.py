@@ -193,6 +193,8 @@ def quantize_artifact(
 def _write(
     source, arch, cfg, cs, key, job, dest, work, *, fmt, src, progress, provenance, device=None
 ) -> None:
+    from .. import get_format
+
     t0 = time.perf_counter()
     variant = cfg.variant
     with atomic_output(dest, overwrite=True) as tmp:  # decide_variant said what may be replaced
@@ -240,7 +242,7 @@ def _write(
         )
         record_variant(
             tmp,
-            name=dest.name,
+            name=get_format(fmt).artifact_name(source.name, cfg),
             fmt=fmt,
             source=src,
             variant=variant,
