@@ -34,6 +34,11 @@ class UnknownFormatError(UsageError):
     pass
 
 
+class DeviceError(UsageError):
+    """A device that is not there (``--device cuda`` without a GPU or a CUDA torch), or a job that
+    does not fit in the chosen GPU's memory."""
+
+
 class MissingFileError(Qwen3QuantError):
     pass
 
