@@ -380,3 +380,17 @@ def test_a_state_entry_outside_the_artifacts_folder_is_never_current(tmp_path):
     spec.state_dir.mkdir(parents=True)
     (spec.state_dir / "state.json").write_text(json.dumps({"cells": {"Qwen3-8B/gguf/Q4_K_M": entry}}))
     assert {r.cell.id: r.status for r in plan(spec)}["Qwen3-8B/gguf/Q4_K_M"] != "done"
+
+
+def test_validation_and_evaluation_do_not_read_through_a_symlink_out(world):
+    from qwen3_quant.eval.evaluate import eval_targets
+    from qwen3_quant.validate import measured_files
+
+    tmp, art = world
+    (art / VARIANT_FILE).unlink()
+    os.symlink(tmp / "outside" / "secret.gguf", art / VARIANT_FILE)
+    m = Manifest.read(art)
+    with pytest.raises(UnsafePathError, match="symlink leads out"):
+        measured_files(art, m, "Q4_K_M")
+    with pytest.raises(UnsafePathError, match="symlink leads out"):
+        eval_targets(art, "Q4_K_M")
