@@ -217,10 +217,14 @@ def check_tokenizer(folder: Path) -> None:
             raise CheckpointError(f"{tj}: the BPE model has no vocab", hint=fix)
         if not isinstance(merges, list) or not merges:
             raise CheckpointError(f"{tj}: the BPE model has no merges", hint=fix)
-    else:
+    elif (folder / "vocab.json").is_file():
         vocab = _read_json(folder / "vocab.json", fix)
         if not isinstance(vocab, dict) or not vocab:
             raise CheckpointError(f"{folder / 'vocab.json'} is not a token -> id map", hint=fix)
+    else:
+        raise CheckpointError(
+            f"{folder} has no tokenizer (tokenizer.json, or vocab.json and merges.txt)", hint=fix
+        )
     cfg = folder / "tokenizer_config.json"
     if cfg.is_file() and not isinstance(_read_json(cfg, fix), dict):
         raise CheckpointError(f"{cfg} is not a JSON object", hint=fix)

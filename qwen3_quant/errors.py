@@ -34,8 +34,18 @@ class UnknownFormatError(UsageError):
     pass
 
 
+class DeviceError(UsageError):
+    """A device that is not there (``--device cuda`` without a GPU or a CUDA torch), or a job that
+    does not fit in the chosen GPU's memory."""
+
+
 class MissingFileError(Qwen3QuantError):
     pass
+
+
+class CalibrationError(UsageError):
+    """Calibration data that cannot be used: an unreadable, empty or malformed file or source, or
+    a Hub dataset that cannot be reached."""
 
 
 class CheckpointError(Qwen3QuantError):

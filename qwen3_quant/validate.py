@@ -19,10 +19,14 @@ log = logging.getLogger(__name__)
 
 def check_eval_inputs(options: EvalOptions) -> None:
     """Refuse evaluation inputs that would fail only after hours of quantising: an unreadable,
-    empty or non-UTF-8 ``text``, an unwritable ``reference_dir``. One-line typed errors."""
+    empty or non-UTF-8 ``text``, an unwritable ``reference_dir``, a ``device`` that is not there.
+    One-line typed errors."""
+    from .device import resolve_device
     from .errors import UsageError
     from .io import check_writable
     from .textdata import load_eval_text
+
+    resolve_device(options.device)
 
     name, text = load_eval_text(options.text)
     if not text.strip():

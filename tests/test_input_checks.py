@@ -234,3 +234,9 @@ def test_build_with_an_unreadable_eval_text_is_one_line_before_any_cell(tmp_path
     r = CliRunner().invoke(main, ["build", str(f)])
     assert r.exit_code == 1 and "text file not found: no-such-text.txt" in _one_line(r)
     assert not (tmp_path / "out" / "build").exists()
+
+
+def test_eval_of_a_model_with_a_broken_tokenizer_is_one_line(micro_copy, tmp_path):
+    (micro_copy / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {"a": 0}')
+    r = CliRunner().invoke(main, ["eval", str(micro_copy), "--json-out", str(tmp_path / "e.json")])
+    assert r.exit_code == 1 and "tokenizer.json is not valid JSON" in _one_line(r)

@@ -45,6 +45,7 @@ def build(
     publish: bool = True,
     on_event: OnEvent | None = None,
     progress: Progress = no_progress,
+    device: str | None = None,
 ) -> BuildOutcome:
     """Run a build file (default: the bundled offline demo). Cells whose inputs are unchanged and
     whose files verify are skipped; one cell's failure is recorded and the others go on.
@@ -52,13 +53,13 @@ def build(
     With ``cells`` the named cells run in this process (one CI job per cell), reporting to
     ``progress``; publishing and the report are then left to :func:`collect`. Otherwise each cell
     runs in a worker process that prints its own progress lines, named after the cell. ``models``
-    restricts the build to those models.
+    restricts the build to those models. ``device`` overrides the build file's for every cell.
     """
     from ..errors import UsageError
 
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor '{executor}'", hint="use local or ray")
-    spec = load_build(path, out=out)
+    spec = load_build(path, out=out, device=device)
     check_writable(spec.out, what="build output folder")
     from ..validate import check_eval_inputs
 
@@ -190,6 +191,8 @@ def github_matrix(
                 "est_seconds": round(r.seconds or 0),
                 "needs": r.needs.to_dict() if r.needs else None,
                 "runs_on": r.runner.label,
+                "device": c.device,
+                "gpu": r.device != "cpu",
             }
         )
     if homeless:
@@ -259,6 +262,8 @@ def dump_plan(rows: list[PlanRow]) -> str:
                 "status": r.status,
                 "artifact_bytes": r.artifact_bytes,
                 "peak_bytes": r.peak_bytes,
+                "gpu_peak_bytes": r.gpu_peak_bytes,
+                "device": r.device,
                 "seconds": r.seconds,
                 "reason": r.reason,
                 "needs": r.needs.to_dict() if r.needs else None,

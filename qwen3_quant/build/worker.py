@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cell", required=True)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--device")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # GPTQModel's pool: libenv.prepare_env
     logging.basicConfig(level=logging.WARNING, format=f"[{args.cell}] %(levelname)s %(message)s")
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from .run import run_cell
     from .spec import load_build, select
 
-    spec = load_build(args.build or None, out=args.out)
+    spec = load_build(args.build or None, out=args.out, device=args.device)
     (cell,) = select(spec.cells(), [args.cell])
     # plain lines whatever stderr is: several workers share the build's terminal or log
     progress = PlainProgress(sys.stderr, label=args.cell, interval=60.0)

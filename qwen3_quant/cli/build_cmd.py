@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from ..formats.base import DEVICE
+
 
 @click.command("build")
 @click.argument("build_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -42,6 +44,12 @@ import click
 )
 @click.option("--force", is_flag=True, help="Redo cells even when they are up to date.")
 @click.option(
+    DEVICE.cli_flag,
+    DEVICE.name,
+    metavar=DEVICE.metavar,
+    help=f"{DEVICE.help} Overrides the build file's [build] / [[format]] device (default {DEVICE.default}).",
+)
+@click.option(
     "--publish/--no-publish", default=True, show_default=True, help="Publish what passed to the target."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (plan or results).")
@@ -57,6 +65,7 @@ def build(
     emit: str | None,
     collect_states: tuple[Path, ...],
     force: bool,
+    device: str | None,
     publish: bool,
     as_json: bool,
 ) -> None:
@@ -70,7 +79,7 @@ def build(
         print_json(b.github_matrix(build_file, out=out, models=list(models) or None))
         return
     if plan_only:
-        spec = b.load_build(build_file, out=out)
+        spec = b.load_build(build_file, out=out, device=device)
         chosen = b.select_models(spec.cells(), list(models) or None)
         rows = b.plan(spec, b.spec.select(chosen, list(cells) or None))
         if as_json:
@@ -117,6 +126,7 @@ def build(
                 publish=publish,
                 on_event=on_event,
                 progress=update,
+                device=device,
             )
     if as_json:
         print_json(
@@ -141,8 +151,10 @@ def _plan_table(spec, rows):
     for col in (
         "cell",
         "status",
+        "device",
         "est. size",
         "est. peak memory",
+        "est. GPU memory",
         "est. disk",
         "est. time",
         "runner",
@@ -155,8 +167,10 @@ def _plan_table(spec, rows):
         t.add_row(
             r.cell.id,
             f"[{style[r.status]}]{r.status}[/]",
+            r.device,
             short_bytes(r.artifact_bytes) if r.artifact_bytes else "?",
             short_bytes(r.peak_bytes) if r.peak_bytes else "?",
+            short_bytes(r.gpu_peak_bytes) if r.gpu_peak_bytes else "-",
             short_bytes(r.needs.disk_bytes) if r.needs else "?",
             _duration(r.seconds),
             runner,

@@ -6,6 +6,7 @@ import click
 
 from ..eval.options import DEFAULT_TEXT, DEFAULTS
 from ..eval.protocol import DEFAULT_CTX
+from ..formats.base import DEVICE
 
 
 def resolve_path_or_model(spec: str) -> Path:
@@ -77,6 +78,9 @@ def load_dataset_text(name: str) -> Path:
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the runtime.")
 @click.option(
+    DEVICE.cli_flag, DEVICE.name, metavar=DEVICE.metavar, help=f"{DEVICE.help} Default: {DEVICE.default}."
+)
+@click.option(
     "--gate",
     "gate_opts",
     multiple=True,
@@ -107,6 +111,7 @@ def eval_(
     decode_tokens: int,
     repeats: int,
     threads: int | None,
+    device: str | None,
     gate_opts: tuple[str, ...],
     isolate: bool,
     json_out: Path | None,
@@ -135,6 +140,7 @@ def eval_(
         repeats=repeats,
         threads=threads,
         isolate=isolate,
+        device=device,
     )
     check_eval_inputs(opts)  # before a model is downloaded or loaded
     check_json_out(json_out or Path("eval.json"))

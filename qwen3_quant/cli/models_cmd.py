@@ -64,6 +64,7 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
     for key, title in (
         ("artifact_bytes", "Estimated artifact size"),
         ("quantise_peak_bytes", "Estimated peak memory to quantise"),
+        ("gpu_peak_bytes", "Estimated peak GPU memory to quantise with --device cuda"),
     ):
         s = Table(title=title, title_justify="left")
         s.add_column("format / type", no_wrap=True)
@@ -73,10 +74,13 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
         for r in est:
             cells.setdefault((r["format"], r["type"]), {})[r["model"]] = r[key]
         for (f, ty), by_model in cells.items():
+            if not any(by_model.values()):
+                continue  # e.g. GGUF Q8_0 and ONNX quantise on the CPU: no GPU memory
             s.add_row(f"{f} {ty}", *[short_bytes(by_model[n]) for n in names])
         print_table(s)
     con.print(
         "Sizes: G = 1e9 bytes, from tensor shapes and each type's bits per weight, including the tensors "
-        "each format keeps at higher precision.",
+        "each format keeps at higher precision. GPU memory: what quantising on CUDA needs on the GPU "
+        "(one decoder layer at a time with its calibration activations; the rest stays in host memory).",
         style="dim",
     )

@@ -9,6 +9,7 @@ import click
 
 from ..eval.options import DEFAULT_TEXT
 from ..eval.protocol import DEFAULT_CTX
+from ..formats.base import DEVICE
 
 
 def format_option_params() -> list[click.Option]:
@@ -60,6 +61,15 @@ def _split_lists(options: dict) -> dict:
     return out
 
 
+def device_param() -> click.Option:
+    """``--device``, as :data:`~qwen3_quant.formats.base.DEVICE` declares it (quantize, eval, build)."""
+    return click.Option(
+        [DEVICE.cli_flag, DEVICE.name],
+        metavar=DEVICE.metavar,
+        help=f"{DEVICE.help} Default: {DEVICE.default}.",
+    )
+
+
 def run_quantize(
     model: str,
     fmt: str,
@@ -73,6 +83,7 @@ def run_quantize(
     revision: str | None,
     json_out: Path | None,
     as_json: bool,
+    device: str | None = None,
     **options,
 ) -> None:
     """Quantise MODEL (catalog name such as Qwen3-8B, Hub id, or local folder) to one format, then
@@ -94,6 +105,7 @@ def run_quantize(
             ("--text", text),
             ("--ctx", ctx),
             ("--max-tokens", max_tokens),
+            ("--device", device),
         ):
             if value is not None:
                 extra += [flag, str(value)]
@@ -113,6 +125,7 @@ def run_quantize(
                 gate_overrides=overrides,
                 progress=update,
                 provenance=provenance,
+                device=device,
                 **options,
             )
     doc = {
@@ -157,6 +170,7 @@ def make_command() -> click.Command:
         ),
         *format_option_params(),
         click.Option(["--revision"], help="Hub revision of MODEL."),
+        device_param(),
         click.Option(
             ["-o", "--out", "out_dir"],
             type=click.Path(file_okay=False, path_type=Path),

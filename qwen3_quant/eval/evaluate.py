@@ -58,6 +58,8 @@ class EvalResult:
     load_seconds: float | None = None
     eval_seconds: float | None = None
     hardware: str = field(default_factory=host_description)
+    device: dict[str, Any] | None = None  # where it was validated (qwen3_quant.device facts)
+    backend: str | None = None  # what computed: "MarlinQuantLinear (float16 on cuda:0)", "CPU"
     variant: str | None = None
     gates: list[dict] = field(default_factory=list)
     passed: bool | None = None
@@ -97,6 +99,9 @@ def base_of(target: EvalTarget) -> Path | None:
 def _tokenize(tok_dir: Path, text: str, max_tokens: int | None) -> np.ndarray:
     from transformers import AutoTokenizer
 
+    from ..checkpoint import check_tokenizer
+
+    check_tokenizer(tok_dir)  # a broken file is one line naming it, not a tokenizers traceback
     tok = AutoTokenizer.from_pretrained(tok_dir)
     tok.model_max_length = 1 << 30  # windows are cut here, not by the tokenizer
 
@@ -128,15 +133,17 @@ def get_reference(
     ref_dir: Path | None,
     threads: int | None = None,
     progress=None,
+    device=None,
 ) -> Scores:
-    """Load the base model's stored top-k log-probabilities, computing and storing them once."""
+    """Load the base model's stored top-k log-probabilities, computing and storing them once
+    (on ``device``, the CPU by default)."""
     path = reference_path(
         ref_dir or cache_root() / "reference", fingerprint(base), text_sha, ctx, k, len(tokens)
     )
     ref = load_reference(path)
     if ref is None:
         windows = make_windows(len(tokens), ctx)
-        with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name) as runner:
+        with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name, device=device) as runner:
             ref = score_windows(
                 runner, tokens, windows, keep_topk=k, progress=progress, stage="scoring the unquantised model"
             )
@@ -146,14 +153,23 @@ def get_reference(
 
 
 def _artifact_phase(
-    target: EvalTarget, tokens: np.ndarray, ctx: int, ref: Scores | None, opts: EvalOptions, progress=None
+    target: EvalTarget,
+    tokens: np.ndarray,
+    ctx: int,
+    ref: Scores | None,
+    opts: EvalOptions,
+    device=None,
+    progress=None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     windows = make_windows(len(tokens), ctx)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        runner = open_runner(target.path, ctx=ctx, threads=opts.threads, runtime=target.runtime)
+        runner = open_runner(
+            target.path, ctx=ctx, threads=opts.threads, runtime=target.runtime, device=device
+        )
         out["load_seconds"] = time.perf_counter() - t0
+        out["backend"] = runner.backend or None
         try:
             scores = score_windows(
                 runner, tokens, windows, ref=ref, progress=progress, stage=f"scoring in {target.runtime}"
@@ -189,8 +205,12 @@ def evaluate(
     gates: Gates | None = None,
     progress=None,
 ) -> EvalResult:
-    """Evaluate one target. ``base`` defaults to the source recorded in the artifact's manifest."""
+    """Evaluate one target. ``base`` defaults to the source recorded in the artifact's manifest.
+    The reference and the artifact run on ``options.device`` (checked before anything loads)."""
+    from ..device import resolve_device
+
     opts = options or EvalOptions()
+    device = resolve_device(opts.device)
     if not isinstance(target, EvalTarget):
         targets = eval_targets(target, runtime=opts.runtime)
         if len(targets) != 1:
@@ -215,11 +235,13 @@ def evaluate(
             f"the text '{text_name}' gives fewer than 2 tokens", hint="evaluate on a longer text"
         )
     ref = (
-        get_reference(base_path, tokens, sha, ctx, opts.topk, opts.reference_dir, opts.threads, progress)
+        get_reference(
+            base_path, tokens, sha, ctx, opts.topk, opts.reference_dir, opts.threads, progress, device
+        )
         if base_path
         else None
     )
-    args = (target, tokens, ctx, ref, opts)
+    args = (target, tokens, ctx, ref, opts, device)
     if opts.isolate:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -244,7 +266,11 @@ def evaluate(
         load_seconds=art["load_seconds"],
         eval_seconds=art["eval_seconds"],
         variant=target.variant,
+        device=device.facts,
+        backend=art.get("backend"),
     )
+    if device.is_cuda:
+        res.hardware = f"{device.describe()}; host {host_description()}"
     if ref is not None:
         res.base_perplexity = ref.perplexity
         res.ppl_increase_pct = metrics.ppl_delta_pct(res.perplexity, ref.perplexity)

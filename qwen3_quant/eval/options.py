@@ -25,6 +25,7 @@ class EvalOptions:
     reference_dir: Path | None = None  # where reference log-probabilities are stored (default: the cache)
     isolate: bool = False  # score the artifact in a fresh process (clean peak-memory figure)
     runtime: str | None = None
+    device: str | None = None  # auto (default), cpu, cuda, cuda:N: where the runtimes compute
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], **extra: Any) -> EvalOptions:

@@ -34,6 +34,7 @@ from ..catalog.architecture import ArchShape
 if TYPE_CHECKING:
     from ..artifact import Manifest
     from ..checkpoint import CheckpointInfo
+    from ..device import Device
     from ..provenance import Provenance
     from ..sources import ModelSource
 
@@ -43,7 +44,8 @@ GiB = 1024**3
 @dataclass(frozen=True)
 class SizeEstimate:
     artifact_bytes: int
-    quantise_peak_bytes: int
+    quantise_peak_bytes: int  # host memory
+    gpu_peak_bytes: int | None = None  # GPU memory when quantising on CUDA (None: the GPU is not used)
 
 
 # progress callback: (description, completed, total)
@@ -100,9 +102,20 @@ class Option:
 
 
 CALIB = Option(
-    "calib", "Calibration mix: a name from calib/ or a .toml file (default: default).", metavar="MIX"
+    "calib",
+    "Calibration: a mix name (qwen3-quant calib list), a .toml mix, or your own .txt / .jsonl "
+    "file (default: default, which ships with the package).",
+    metavar="MIX|FILE",
 )
 CALIB_SAMPLES = Option("calib_samples", "Override the mix's sample count.", int)
+# not a format option: quantize, eval and build take it for every format (formats declare
+# gpu_quantise to say whether their quantisation uses it; validation always does)
+DEVICE = Option(
+    "device",
+    "Where to compute: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.",
+    default="auto",
+    metavar="DEVICE",
+)
 
 
 def takes(label: str, options: Sequence[Option]) -> str:
@@ -176,6 +189,7 @@ class QuantFormat(ABC):
     shares_folder: ClassVar[bool] = False  # several variants in one artifact folder (GGUF types)
     rebuild_damaged: ClassVar[bool] = False  # a damaged variant is rebuilt without --overwrite
     variant_counts_shared_files: ClassVar[bool] = True  # a variant's size includes the shared files
+    gpu_quantise: ClassVar[bool] = False  # quantize() computes on a CUDA device when given one
     # the build plan's time estimate for one variant on a CPU: seconds per billion parameters, floor
     seconds_per_billion: ClassVar[float] = 600.0
     min_seconds: ClassVar[float] = 60.0
@@ -247,10 +261,13 @@ class QuantFormat(ABC):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
+        device: Device | None = None,
     ) -> list[str]:
         """Write the artifact under ``out_dir`` (temporary names, renamed when complete; variants
         kept or rebuilt by :func:`~qwen3_quant.artifact.decide_variant`), record each variant with
-        :func:`~qwen3_quant.artifact.record_variant`, and return the variant names written or kept."""
+        :func:`~qwen3_quant.artifact.record_variant`, and return the variant names written or kept.
+        ``device`` is where to compute (the CPU when ``None``; always the CPU unless the format
+        declares :attr:`gpu_quantise`)."""
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -326,6 +343,10 @@ def check_contract(fmt: QuantFormat) -> None:
             problems.append(f"options {sorted(reserved)} clash with quantize()'s own arguments")
         if not fmt.table_types:
             problems.append("declares no table_types")
+        import inspect
+
+        if "device" not in inspect.signature(fmt.quantize).parameters:
+            problems.append("quantize() takes no device= argument")
     if problems:
         raise FormatContractError(f"format {getattr(fmt, 'name', cls.__name__)!r}: " + "; ".join(problems))
 
@@ -346,6 +367,7 @@ RESERVED_OPTIONS = frozenset(
         "revision",
         "progress",
         "provenance",
+        "device",
         "text",
         "ctx",
         "max_tokens",

@@ -206,7 +206,10 @@ def _measured_note(r: dict[str, Any]) -> str:
     if not r:
         return ""
     has = {k: r[k] for k in r if r[k] is not None and r[k] != ""}
-    where = " on ".join(str(has[k]) for k in ("runtime", "hardware") if k in has)
+    runtime = (
+        str(has["runtime"]) + (f" ({has['backend']})" if "backend" in has else "") if "runtime" in has else ""
+    )
+    where = ", validated on ".join(p for p in (runtime, str(has.get("hardware", ""))) if p)
     text = []
     if "text" in has:
         text.append(f"text `{has['text']}`")
@@ -300,6 +303,9 @@ def reproduce_section(b: Bundle) -> str:
         key = (prov.language, public_text(prov.command), _made_by(prov)) if prov else ("", "", "")
         groups.setdefault(key, []).append(v)
     parts = ["## Reproduce\n"]
+    where = _quantised_on(b)
+    if where:
+        parts.append(where)
     for (lang, cmd, made_by), variants in groups.items():
         label = ", ".join(variants)
         if not cmd:
@@ -309,6 +315,22 @@ def reproduce_section(b: Bundle) -> str:
         else:
             parts.append(f"{label}{made_by}:\n\n```sh\n{install}\n{cmd}\n```\n")
     return "\n".join(parts)
+
+
+def _quantised_on(b: Bundle) -> str:
+    """``Quantised on NVIDIA H100 (cuda:0, driver 550.54, CUDA 12.8, 80 GiB).`` per device used."""
+    from ..device import describe_facts
+
+    by_device: dict[str, list[str]] = {}
+    for v in b.variants:
+        prov = b.manifest.variants[v].provenance
+        if prov and prov.quantised_on:
+            by_device.setdefault(describe_facts(prov.quantised_on), []).append(v)
+    if not by_device:
+        return ""
+    if len(by_device) == 1:
+        return f"Quantised on {next(iter(by_device))}.\n"
+    return "".join(f"Quantised on {d}: {', '.join(vs)}.\n" for d, vs in by_device.items())
 
 
 def _made_by(prov) -> str:

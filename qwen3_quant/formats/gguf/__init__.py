@@ -43,6 +43,7 @@ class GGUFFormat(QuantFormat):
     shares_folder = True  # every type of a model in one folder, as Hub GGUF repos are
     rebuild_damaged = True  # a damaged type is rebuilt from the kept base conversion
     variant_counts_shared_files = False  # the importance matrix is a by-product, not part of a type
+    gpu_quantise = True  # the importance matrix (llama.cpp's conversion and quantiser stay on the CPU)
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         ftype = normalise_type(variant)
@@ -52,11 +53,16 @@ class GGUFFormat(QuantFormat):
         # while it is assembled), the embedding table once, and the calibration's hidden states
         biggest = max(t.total_numel for t in iter_tensors(arch, stacked=True))
         peak = int(5 * biggest + 0.75 * GiB)
+        gpu = None
         if GGUFConfig(types=(ftype,)).uses_imatrix(ftype):
             hidden_states = 2 * 4 * CALIB_TOKENS * arch.hidden_size
             layer = 5 * largest_layer_params(arch)
             peak = max(peak, int(layer + 2 * arch.vocab_size * arch.hidden_size + hidden_states + GiB))
-        return SizeEstimate(artifact_bytes=estimate_file_size(arch, ftype), quantise_peak_bytes=peak)
+            # on CUDA: one layer (fp32 when it fits) and the hidden states on the GPU, the CUDA context
+            gpu = int(4 * largest_layer_params(arch) + hidden_states + GiB)
+        return SizeEstimate(
+            artifact_bytes=estimate_file_size(arch, ftype), quantise_peak_bytes=peak, gpu_peak_bytes=gpu
+        )
 
     def nominal_bits(self, variant: str) -> int:
         return nominal_bits(variant)
@@ -90,11 +96,19 @@ class GGUFFormat(QuantFormat):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
+        device=None,
     ) -> list[str]:
         from .build import GGUFBuild
 
         build = GGUFBuild(
-            source, info, config, Path(out_dir), overwrite=overwrite, progress=progress, provenance=provenance
+            source,
+            info,
+            config,
+            Path(out_dir),
+            overwrite=overwrite,
+            progress=progress,
+            provenance=provenance,
+            device=device,
         )
         return build.run()
 

@@ -57,8 +57,10 @@ class GGUFBuild:
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance=None,
+        device=None,
     ):
         self.source, self.info, self.cfg = source, info, config
+        self.device = device  # where the importance matrix is computed (the CPU when None)
         self.out = Path(out_dir)
         self.work = self.out / WORK
         self.overwrite, self.progress, self.provenance = overwrite, progress, provenance
@@ -264,7 +266,7 @@ class GGUFBuild:
                 )
         from .imatrix import collect_imatrix
 
-        im = collect_imatrix(self.info, cs.samples, progress=self.progress)
+        im = collect_imatrix(self.info, cs.samples, progress=self.progress, device=self.device)
         im.datasets = [cs.mix]
         im.meta = {**want, "calibration.mix": cs.mix, "calibration.tokens": str(cs.n_tokens)}
         with self._scratch("imatrix") as tmp:
