@@ -124,6 +124,16 @@ MANIFEST_CASES: list[tuple[str, Callable[[Path], Any], str]] = [
     ("file-key-int", lambda t: add_file(7), "not a file name"),
     ("name-int", lambda t: _set(["name"], 7), "name is a int"),
     ("validation-str", lambda t: _set(["variants", "Q4_K_M", "validation"], "passed"), "validation is a str"),
+    (
+        "device-str",
+        lambda t: _set(["variants", "Q4_K_M", "provenance", "quantised_on"], "gpu"),
+        "quantised_on is a str",
+    ),
+    (
+        "key-no-format",
+        lambda t: _set(["variants", "Q4_K_M", "key"], {"settings": {}}),
+        "key.format is a NoneType",
+    ),
 ]
 
 
