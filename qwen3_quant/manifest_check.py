@@ -75,6 +75,15 @@ def check_manifest(d: Any, where: str = "manifest") -> dict[str, Any]:
             safe_relpath(f, what=f"{where}: variants[{vname!r}].files entry")
         for key in ("recipe", "key", "libraries", "provenance", "details"):
             _dict(where, f"variants[{vname!r}].{key}", v.get(key), optional=True)
+        key = v.get("key") or {}
+        if "settings" in key:
+            _str(where, f"variants[{vname!r}].key.format", key.get("format"))
+            _str(where, f"variants[{vname!r}].key.variant", key.get("variant"))
+            _dict(where, f"variants[{vname!r}].key.settings", key.get("settings"))
+        prov = v.get("provenance") or {}
+        for k in ("kind", "command", "build_file", "cell"):
+            _str(where, f"variants[{vname!r}].provenance.{k}", prov.get(k), optional=True)
+        _dict(where, f"variants[{vname!r}].provenance.quantised_on", prov.get("quantised_on"), optional=True)
         val = _dict(where, f"variants[{vname!r}].validation", v.get("validation"), optional=True)
         _dict(where, f"variants[{vname!r}].validation.gates", val.get("gates"), optional=True)
         _dict(where, f"variants[{vname!r}].validation.result", val.get("result"), optional=True)

@@ -12,7 +12,7 @@ from .eval.evaluate import EvalOptions, EvalResult, EvalTarget, eval_targets, ev
 from .eval.gates import Gates, default_gates
 from .formats import FORMATS, get_format
 from .formats.base import Progress, no_progress
-from .io import sha256_file
+from .io import path_inside, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def measured_files(folder: Path, manifest: Manifest, variant: str) -> dict[str, 
     """The sha256 of the files a validation of ``variant`` measures, hashed as it starts."""
     fmt = get_format(manifest.format) if manifest.format in FORMATS else None
     files = manifest.files_of(variant, with_shared=fmt is None or fmt.variant_counts_shared_files)
-    return {f: sha256_file(folder / f) for f in files if (folder / f).is_file()}
+    paths = {f: path_inside(folder, f, what=f"{folder}: file of {variant}") for f in files}
+    return {f: sha256_file(p) for f, p in paths.items() if p.is_file()}
 
 
 def _naming(progress: Progress, variant: str) -> Progress:

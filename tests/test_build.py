@@ -221,7 +221,7 @@ def test_ci_matrix_cells_then_collect_and_publish_every_variant(tmp_path):
     """The example workflow, simulated: every matrix cell runs as its own job into its own folder,
     the collect step merges them variant by variant, and every variant is published."""
     f = write_build(
-        tmp_path, '\n[[format]]\nname = "gguf"\ntypes = ["F16", "BF16"]\n', models=("Qwen3-Micro",)
+        tmp_path, '\n[[format]]\nname = "gguf"\ntypes = ["Q8_0", "Q4_K_M"]\n', models=("Qwen3-Micro",)
     )
     matrix = github_matrix(f)["include"]
     assert {c["runs_on"] for c in matrix} == {"ubuntu-latest"}
@@ -236,23 +236,24 @@ def test_ci_matrix_cells_then_collect_and_publish_every_variant(tmp_path):
     merged = tmp_path / "merged"
     res = collect(f, out=merged, states=jobs)
     assert {c: e["status"] for c, e in res.entries.items()} == {
-        "Qwen3-Micro/gguf/F16": "passed",
-        "Qwen3-Micro/gguf/BF16": "passed",
+        "Qwen3-Micro/gguf/Q8_0": "passed",
+        "Qwen3-Micro/gguf/Q4_K_M": "passed",
     }
     assert res.exit_code == 0
     for e in res.entries.values():  # the state points at the merged folder, not at a job's
         assert Path(e["artifact_dir"]).parent == merged / "artifacts"
     art = merged / "artifacts" / "Qwen3-Micro-GGUF"
     m = Manifest.read(art)
-    assert set(m.variants) == {"F16", "BF16"} and verify_files(art, m) == []
+    assert set(m.variants) == {"Q8_0", "Q4_K_M"} and verify_files(art, m) == []
+    assert [f for f in m.shared_files if f.endswith(".imatrix.gguf")]  # Q4_K_M's job made it
     # the merged folder owns its files: the jobs' folders can go
     for o in jobs:
         shutil.rmtree(o)
     assert verify_files(art, Manifest.read(art)) == []
     pub = tmp_path / "pub" / "Qwen3-Micro-GGUF"
     assert res.published == [str(pub)]
-    assert set(Manifest.read(pub).variants) == {"F16", "BF16"}
-    for v in ("F16", "BF16"):
+    assert set(Manifest.read(pub).variants) == {"Q8_0", "Q4_K_M"}
+    for v in ("Q8_0", "Q4_K_M"):
         one = publish(art, tmp_path / "one" / v, variants=[v])
         assert one.variants == [v]
     assert (res.report_dir / "report.md").read_text().count("Qwen3-Micro/gguf/") == 2
@@ -267,6 +268,6 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     f = write_build(tmp_path, '\n[[format]]\nname = "gguf"\ntypes = ["Q8_0"]\n', publish=False)
     out = build(f, executor="ray")
     assert {c: e["status"] for c, e in out.entries.items()} == {
-        "Qwen3-Micro/gguf/F16": "passed",
+        "Qwen3-Micro/gguf/Q8_0": "passed",
         "Qwen3-Micro-MoE/gguf/Q8_0": "passed",
     }

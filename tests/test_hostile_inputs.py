@@ -124,6 +124,16 @@ MANIFEST_CASES: list[tuple[str, Callable[[Path], Any], str]] = [
     ("file-key-int", lambda t: add_file(7), "not a file name"),
     ("name-int", lambda t: _set(["name"], 7), "name is a int"),
     ("validation-str", lambda t: _set(["variants", "Q4_K_M", "validation"], "passed"), "validation is a str"),
+    (
+        "device-str",
+        lambda t: _set(["variants", "Q4_K_M", "provenance", "quantised_on"], "gpu"),
+        "quantised_on is a str",
+    ),
+    (
+        "key-no-format",
+        lambda t: _set(["variants", "Q4_K_M", "key"], {"settings": {}}),
+        "key.format is a NoneType",
+    ),
 ]
 
 
@@ -380,3 +390,17 @@ def test_a_state_entry_outside_the_artifacts_folder_is_never_current(tmp_path):
     spec.state_dir.mkdir(parents=True)
     (spec.state_dir / "state.json").write_text(json.dumps({"cells": {"Qwen3-8B/gguf/Q4_K_M": entry}}))
     assert {r.cell.id: r.status for r in plan(spec)}["Qwen3-8B/gguf/Q4_K_M"] != "done"
+
+
+def test_validation_and_evaluation_do_not_read_through_a_symlink_out(world):
+    from qwen3_quant.eval.evaluate import eval_targets
+    from qwen3_quant.validate import measured_files
+
+    tmp, art = world
+    (art / VARIANT_FILE).unlink()
+    os.symlink(tmp / "outside" / "secret.gguf", art / VARIANT_FILE)
+    m = Manifest.read(art)
+    with pytest.raises(UnsafePathError, match="symlink leads out"):
+        measured_files(art, m, "Q4_K_M")
+    with pytest.raises(UnsafePathError, match="symlink leads out"):
+        eval_targets(art, "Q4_K_M")

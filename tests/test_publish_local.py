@@ -222,3 +222,15 @@ def test_refuses_a_validation_of_other_bytes_than_the_file_published(tmp_path):
     record_validation(art, "Q4_K_M", ValidationRecord(True, a_validation.gates, a_validation.result))
     with pytest.raises(ValidationFailedError, match="does not name the sha256 of Qwen3-8B-Q4_K_M.gguf"):
         publish(art, tmp_path / "pub")
+
+
+def test_a_published_manifest_keeps_the_device_facts_readable(tmp_path):
+    from qwen3_quant.provenance import Provenance
+
+    art = make_artifact(tmp_path / "art", "gguf", variants={"Q8_0": 8})
+    m = Manifest.read(art)
+    m.variants["Q8_0"].provenance = Provenance("cli", "qwen3-quant quantize M", quantised_on={"name": "cpu"})
+    m.write(art)
+    publish(art, tmp_path / "pub")
+    prov = Manifest.read(tmp_path / "pub").variants["Q8_0"].provenance
+    assert prov.quantised_on == {"name": "cpu"} and prov.command == "qwen3-quant quantize M"

@@ -271,7 +271,10 @@ def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, A
     m["files"] = {k: v for k, v in m["files"].items() if k in keep}
     for v in m["variants"].values():
         if v.get("provenance"):
-            v["provenance"] = {k: public_text(str(x)) for k, x in v["provenance"].items()}
+            # commands and paths are scrubbed; the device facts (a table) stay a table
+            v["provenance"] = {
+                k: public_text(x) if isinstance(x, str) else x for k, x in v["provenance"].items()
+            }
         val = v.get("validation") or {}
         if val.get("result"):
             val["result"] = _clean_result(val["result"], base)

@@ -120,8 +120,15 @@ class GGUFFormat(QuantFormat):
         if path.is_file():
             return super().eval_targets(path, manifest, variant)
         targets = super().eval_targets(path, manifest, variant)
+        from ...io import path_inside
+
         return [
-            EvalTarget(path / manifest.variants[t.variant].files[0], t.runtime, t.variant, path)  # type: ignore[index]
+            EvalTarget(
+                path_inside(path, manifest.variants[t.variant].files[0], what=f"{path}: file of {t.variant}"),  # type: ignore[index]
+                t.runtime,
+                t.variant,
+                path,
+            )
             for t in targets
         ]
 
