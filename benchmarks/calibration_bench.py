@@ -325,12 +325,13 @@ def report(res: dict) -> str:
     lines = [
         "# Calibration sets: packaged default vs the previous shared-data mix vs pydoc (micro models)",
         "",
-        f"Command: `{meta['command']}`",
+        f"Command: `{meta['command']}`; the `(seed 1)` rows: the same with `--seed 1 --only gguf --only gptq`.",
         "",
         f"Run: {meta.get('finished', '(partial)')}, {meta['machine']}; torch {meta['torch']}. Calibration: "
         f"{meta['samples']} samples x 512 tokens per mix. Scoring: ctx 512, the first {meta['max_tokens']} tokens "
         "of each held-out text, KLD over the reference's top-32, against the unquantised model "
-        "(reference: transformers, fp32; GGUF scored in llama.cpp, GPTQ in transformers + GPTQModel's CPU kernels).",
+        "(reference: transformers, fp32; GGUF scored in llama.cpp with its AMX repacking off, which raises SIGILL in "
+        "this sandbox; GPTQ in transformers + GPTQModel's CPU kernels).",
         "",
     ]
     lines += [

@@ -30,6 +30,7 @@ SAMPLING = {
     True: {"temperature": 0.6, "top_p": 0.95, "top_k": 20},
     False: {"temperature": 0.7, "top_p": 0.8, "top_k": 20},
 }
+GENERATOR_VERSION = 2  # raise when the way rows are written changes: older cached rows are not reused
 _SETTINGS = ("path", "thinking", "fields", "system", "rows", "max_new_tokens")
 
 
@@ -65,6 +66,7 @@ def cache_key(src: Source, model_fingerprint: str, seed: int) -> str:
         "settings": settings,
         "sampling": SAMPLING[bool(src.thinking)],
         "seed": seed,
+        "generator": GENERATOR_VERSION,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
