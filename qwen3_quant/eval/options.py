@@ -9,6 +9,9 @@ from typing import Any
 
 DEFAULT_TEXT = "builtin:pydoc"
 DEFAULT_TOPK = 32
+# the compute type of the reference's decoder layers (hidden states between layers stay fp32)
+REFERENCE_DTYPES = ("float32", "bfloat16")
+DEFAULT_REFERENCE_DTYPE = "float32"
 
 
 @dataclass
@@ -25,6 +28,7 @@ class EvalOptions:
     reference_dir: Path | None = None  # where reference log-probabilities are stored (default: the cache)
     isolate: bool = False  # score the artifact in a fresh process (clean peak-memory figure)
     runtime: str | None = None
+    reference_dtype: str = DEFAULT_REFERENCE_DTYPE
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], **extra: Any) -> EvalOptions:

@@ -68,8 +68,15 @@ def score_windows(
     return Scores(np.concatenate(nll) if nll else np.zeros(0), cat(kld), cat(same), cat(tk_i), cat(tk_l))
 
 
-def reference_path(ref_dir: Path, model_fp: str, text_sha: str, ctx: int, k: int, n_tokens: int) -> Path:
-    return Path(ref_dir) / f"ref-v{PROTOCOL_VERSION}-{model_fp}-{text_sha[:16]}-ctx{ctx}-k{k}-n{n_tokens}.npz"
+def reference_path(
+    ref_dir: Path, model_fp: str, text_sha: str, ctx: int, k: int, n_tokens: int, dtype: str = "float32"
+) -> Path:
+    """Where a reference is stored; one computed with bf16 layers is stored apart from fp32's."""
+    tail = "" if dtype == "float32" else f"-{dtype}"
+    return (
+        Path(ref_dir)
+        / f"ref-v{PROTOCOL_VERSION}-{model_fp}-{text_sha[:16]}-ctx{ctx}-k{k}-n{n_tokens}{tail}.npz"
+    )
 
 
 def load_reference(path: Path) -> Scores | None:
