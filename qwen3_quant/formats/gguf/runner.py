@@ -43,6 +43,14 @@ def check_gguf_files(path: Path) -> None:
             )
 
 
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " amx_int8" in line for line in fh)
+    except OSError:
+        return False
+
+
 class LlamaCppRunner(Runner):
     runtime = "llama.cpp"
 
@@ -66,6 +74,10 @@ class LlamaCppRunner(Runner):
         self._model = self._ctx = self._batch = None
         check_gguf_files(self.path)
         mparams = L.llama_model_default_params()
+        if cpu_has_amx():
+            # llama.cpp's AMX weight buffers crash (SIGSEGV in ggml_backend_amx_mul_mat) on every
+            # quantised GGUF on an AMX machine here: plain CPU buffers instead
+            mparams.use_extra_bufts = False
         with captured_log() as lines:
             model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:
