@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .checkpoint import CheckpointInfo
+from .working_set import HEAD_SLICE_ROWS
 
-HEAD_SLICE_ROWS = 16384  # rows of the embedding / output head read at once (256 MB in fp32 at hidden 4096)
 DTYPES = ("auto", "float32", "bfloat16")
 
 

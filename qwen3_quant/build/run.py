@@ -15,6 +15,7 @@ from ..errors import Qwen3QuantError
 from ..eval.options import EvalOptions
 from ..formats import get_format
 from ..provenance import Provenance
+from ..working_set import validation_estimate
 from .spec import BuildSpec, Cell
 from .state import cell_is_current, inputs_hash, load_state, update_cell
 
@@ -65,7 +66,12 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
             try:
                 variant = fmt.variants(fmt.parse_options(cell.option_dict()))[0]
                 est = fmt.estimate(arch, variant)
-                row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
+                # a cell quantises, then validates in the same process
+                validate = validation_estimate(fmt, arch, variant, eval_options(spec))
+                row.artifact_bytes, row.peak_bytes = (
+                    est.artifact_bytes,
+                    max(est.quantise_peak_bytes, validate),
+                )
             except Qwen3QuantError as exc:
                 row.status, row.reason = "skip", exc.one_line()
             from ..catalog.architecture import param_counts

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..eval.options import DEFAULT_TEXT
+from ..eval.options import DEFAULT_MAX_TOKENS, DEFAULT_TEXT
 
 
 def format_option_params() -> list[click.Option]:
@@ -158,7 +158,11 @@ def make_command() -> click.Command:
         ),
         click.Option(["--text"], help=f"Validation text (default {DEFAULT_TEXT}; 'wikitext2' or a file)."),
         click.Option(["--ctx"], type=click.IntRange(2), help="Validation window length."),
-        click.Option(["--max-tokens"], type=click.IntRange(2), help="Validate on the first N tokens only."),
+        click.Option(
+            ["--max-tokens"],
+            type=click.IntRange(2),
+            help=f"Validate on the first N tokens only (default {DEFAULT_MAX_TOKENS}).",
+        ),
         click.Option(
             ["--gate", "gate_opts"],
             multiple=True,

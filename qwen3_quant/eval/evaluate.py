@@ -21,7 +21,7 @@ from ..textdata import load_eval_text
 from . import metrics
 from .gates import Gates, check_gates
 from .metric_table import GATED
-from .options import DEFAULT_REFERENCE_DTYPE, EvalOptions
+from .options import DEFAULT_REFERENCE_DTYPE, REFERENCE_DTYPES, EvalOptions
 from .protocol import PROTOCOL_VERSION, effective_ctx, make_windows, text_sha256
 from .reference import Scores, load_reference, reference_path, save_reference, score_windows
 from .runner import REFERENCE, detect_runtime, open_runner
@@ -216,6 +216,10 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate one target. ``base`` defaults to the source recorded in the artifact's manifest."""
     opts = options or EvalOptions()
+    if opts.reference_dtype not in REFERENCE_DTYPES:
+        raise UsageError(
+            f"unknown reference dtype '{opts.reference_dtype}'", hint="use " + " or ".join(REFERENCE_DTYPES)
+        )
     if not isinstance(target, EvalTarget):
         targets = eval_targets(target, runtime=opts.runtime)
         if len(targets) != 1:
@@ -231,7 +235,7 @@ def evaluate(
         raise UsageError(
             f"no tokenizer for {target.path.name}", hint="pass --base with the unquantised model folder"
         )
-    tokens = _tokenize(tok_dir, text, opts.max_tokens)
+    tokens = _tokenize(tok_dir, text, opts.token_budget)
     model_max = _model_max_context(tok_dir) if (tok_dir / "config.json").is_file() else opts.ctx or 2048
     ctx = effective_ctx(opts.ctx, model_max)
     windows = make_windows(len(tokens), ctx)

@@ -14,7 +14,8 @@ import logging
 import numpy as np
 
 from ..checkpoint import inspect_checkpoint
-from ..layerwise import HEAD_SLICE_ROWS, LayerwiseModel
+from ..layerwise import LayerwiseModel
+from ..working_set import HEAD_SLICE_ROWS
 from .protocol import Window
 from .reference import Scores
 from .vocab_stream import VocabStream
