@@ -1,5 +1,6 @@
-"""Peak RSS and wall time of validation (reference and artifact scoring) before and after the
-layer-at-a-time reference, on the micro models and Qwen3-0.6B-shaped random checkpoints.
+"""Peak RSS and wall time of validation's two phases (the reference; the artifact scored in
+llama.cpp against the stored reference) before and after the layer-at-a-time reference and the
+block scorer, on the micro models and Qwen3-0.6B-shaped random checkpoints.
 
 Each measurement is a fresh Python process (its ``ru_maxrss`` is the figure), run once with the
 code tree given as ``--before`` (e.g. ``git archive e69b14f | tar -x -C /tmp/before``) and once
@@ -72,7 +73,9 @@ def run(tree: Path, program: str, *args: str) -> dict:
         [sys.executable, "-c", program, *args], capture_output=True, text=True, env=env, cwd=tree
     )
     if out.returncode:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"rc {out.returncode}"}
+        return {
+            "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"rc {out.returncode}"
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -81,8 +84,8 @@ def main() -> None:
     ap.add_argument("--before", type=Path, required=True, help="the code tree to compare with")
     ap.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-membench"))
     ap.add_argument("--out", type=Path, default=HERE / "benchmarks" / "memory.json")
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--tokens", type=int, default=1024)
+    ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--layers", type=int, nargs="*", default=[28, 56])
     ap.add_argument(
         "--max-whole-params", type=float, default=0.7e9, help="skip the whole-model fp32 reference above this"
@@ -115,25 +118,30 @@ def main() -> None:
         for label, tree in (("after", HERE), ("before", args.before)):
             ref_dir = args.work / f"ref-{label}-{path.name}-{time.time_ns()}"
             if label == "before" and params > args.max_whole_params:
-                row["before_reference"] = {"skipped": f"whole model in fp32 above {args.max_whole_params:.2g}"}
+                row["before_reference"] = {
+                    "skipped": f"whole model in fp32 above {args.max_whole_params:.2g}"
+                }
                 ref_dir = refs["after"]  # the same fp32 reference, stored under the same name
             else:
                 row[f"{label}_reference"] = run(tree, REFERENCE, str(path), str(ref_dir), n, ctx, "{}")
                 refs[label] = ref_dir
-            if label == "after":
+            if label == "after" and params < 0.1e9:  # bf16's effect on KLD, on the trained micro models
                 bf = args.work / f"ref-bf16-{path.name}-{time.time_ns()}"
                 row["after_reference_bf16"] = run(
                     tree, REFERENCE, str(path), str(bf), n, ctx, json.dumps({"dtype": "bfloat16"})
                 )
                 row["after_scoring_vs_bf16"] = run(
-                    tree, EVALUATE, art, str(path), str(bf), n, ctx, json.dumps({"reference_dtype": "bfloat16"})
+                    tree,
+                    EVALUATE,
+                    art,
+                    str(path),
+                    str(bf),
+                    n,
+                    ctx,
+                    json.dumps({"reference_dtype": "bfloat16"}),
                 )
             # the artifact phase alone: the reference is read from the store
             row[f"{label}_scoring"] = run(tree, EVALUATE, art, str(path), str(ref_dir), n, ctx, "{}")
-            # the whole validation from nothing stored: what a user's `qwen3-quant eval` peaks at
-            if "skipped" not in row[f"{label}_reference"]:
-                fresh = args.work / f"ref-fresh-{label}-{path.name}-{time.time_ns()}"
-                row[f"{label}_validation"] = run(tree, EVALUATE, art, str(path), str(fresh), n, ctx, "{}")
         print(json.dumps(row), flush=True)
         rows.append(row)
     args.out.write_text(json.dumps({"tokens": args.tokens, "ctx": args.ctx, "rows": rows}, indent=1) + "\n")
