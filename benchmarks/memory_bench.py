@@ -81,7 +81,8 @@ def run(tree: Path, program: str, *args: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", type=Path, required=True, help="the code tree to compare with")
+    ap.add_argument("--render", type=Path, help="only print the tables of a JSON this script wrote")
+    ap.add_argument("--before", type=Path, help="the code tree to compare with")
     ap.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-membench"))
     ap.add_argument("--out", type=Path, default=HERE / "benchmarks" / "memory.json")
     ap.add_argument("--tokens", type=int, default=1024)
@@ -91,6 +92,9 @@ def main() -> None:
         "--max-whole-params", type=float, default=0.7e9, help="skip the whole-model fp32 reference above this"
     )
     args = ap.parse_args()
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return
     sys.path.insert(0, str(HERE))
     from qwen3_quant.catalog import bundled_models
     from qwen3_quant.catalog.architecture import param_counts
@@ -145,6 +149,58 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     args.out.write_text(json.dumps({"tokens": args.tokens, "ctx": args.ctx, "rows": rows}, indent=1) + "\n")
+    print(render(json.loads(args.out.read_text())))
+
+
+def _cell(m: dict | None, key: str) -> str:
+    if not m:
+        return "-"
+    if "skipped" in m:
+        return "not run"
+    if "error" in m:
+        return "error"
+    return f"{m[key] / 1e9:.2f} GB" if key == "peak" else f"{m[key]:.0f} s"
+
+
+def _ratio(a: dict | None, b: dict | None, key: str) -> str:
+    if not a or not b or key not in a or key not in b:
+        return "-"
+    return f"{a[key] / b[key]:.2f}"
+
+
+def render(data: dict) -> str:
+    """The tables of benchmarks/memory.md from the JSON this script writes."""
+    lines = [
+        f"{data['tokens']:,} tokens in windows of {data['ctx']}; peak RSS (ru_maxrss of a fresh process) and wall time.",
+        "",
+        "| model | params | phase | before peak | after peak | after / before | before time | after time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        for phase, label in (("reference", "reference (fp32)"), ("scoring", "artifact scoring (GGUF Q8_0)")):
+            b, a = r.get(f"before_{phase}"), r.get(f"after_{phase}")
+            lines.append(
+                f"| {r['model']} | {r['params'] / 1e9:.3g}B | {label} | {_cell(b, 'peak')} | {_cell(a, 'peak')} "
+                f"| {_ratio(a, b, 'peak')} | {_cell(b, 'seconds')} | {_cell(a, 'seconds')} |"
+            )
+        bf = r.get("after_reference_bf16")
+        if bf:
+            lines.append(
+                f"| {r['model']} | {r['params'] / 1e9:.3g}B | reference (bf16 layers) | | {_cell(bf, 'peak')} | | "
+                f"| {_cell(bf, 'seconds')} |"
+            )
+    lines += [
+        "",
+        "| model | KLD of Q8_0 vs fp32 reference | vs bf16-layer reference | top-1 vs fp32 | vs bf16 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        a, bf = r.get("after_scoring") or {}, r.get("after_scoring_vs_bf16")
+        if bf and "kld" in a and "kld" in bf:
+            lines.append(
+                f"| {r['model']} | {a['kld']:.3g} | {bf['kld']:.3g} | {a['top1']:.4f} | {bf['top1']:.4f} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
