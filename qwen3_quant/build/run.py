@@ -16,6 +16,7 @@ from ..eval.options import EvalOptions
 from ..formats import get_format
 from ..formats.base import Progress, no_progress
 from ..provenance import Provenance
+from ..working_set import validation_estimate
 from .resources import CellNeeds, Runner, cell_needs, route
 from .spec import BuildSpec, Cell
 from .state import cell_is_current, inputs_hash, load_state, update_cell
@@ -105,7 +106,12 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None, cuda=None) -> list[Pl
             try:
                 variant = fmt.variants(fmt.parse_options(cell.option_dict()))[0]
                 est = fmt.estimate(arch, variant)
-                row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
+                # a cell quantises, then validates in the same process
+                validate = validation_estimate(fmt, arch, variant, eval_options(spec))
+                row.artifact_bytes, row.peak_bytes = (
+                    est.artifact_bytes,
+                    max(est.quantise_peak_bytes, validate),
+                )
                 row.gpu_peak_bytes = est.gpu_peak_bytes
             except Qwen3QuantError as exc:
                 row.status, row.reason, row.buildable = "skip", exc.one_line(), False

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from ..eval.options import DEFAULT_TEXT, DEFAULTS
+from ..eval.options import DEFAULT_MAX_TOKENS, DEFAULT_TEXT, DEFAULTS, REFERENCE_DTYPES
 from ..eval.protocol import DEFAULT_CTX
 from ..formats.base import DEVICE
 
@@ -50,7 +50,11 @@ def load_dataset_text(name: str) -> Path:
     type=click.IntRange(2),
     help=f"Window length in tokens (default {DEFAULT_CTX}, capped by the model).",
 )
-@click.option("--max-tokens", type=click.IntRange(2), help="Score only the first N tokens of the text.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(2),
+    help=f"Score only the first N tokens of the text.  [default: {DEFAULT_MAX_TOKENS}]",
+)
 @click.option("--variant", help="One variant of a multi-variant artifact folder (e.g. Q4_K_M).")
 @click.option(
     "--speed/--no-speed", default=True, show_default=True, help="Measure prefill and decode tokens/s."
@@ -94,6 +98,13 @@ def load_dataset_text(name: str) -> Path:
     help="Score the artifact in a fresh process for a clean peak-memory figure.",
 )
 @click.option(
+    "--reference-dtype",
+    type=click.Choice(REFERENCE_DTYPES),
+    default=DEFAULTS.reference_dtype,
+    show_default=True,
+    help="Compute type of the reference's decoder layers (run one at a time); bfloat16 halves their memory.",
+)
+@click.option(
     "--json-out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the results as JSON here (default: eval-<name>.json).",
@@ -114,6 +125,7 @@ def eval_(
     device: str | None,
     gate_opts: tuple[str, ...],
     isolate: bool,
+    reference_dtype: str,
     json_out: Path | None,
 ) -> None:
     """Evaluate TARGET (a model name, Hub id, folder, .gguf file or artifact folder): perplexity on a
@@ -141,6 +153,7 @@ def eval_(
         threads=threads,
         isolate=isolate,
         device=device,
+        reference_dtype=reference_dtype,
     )
     check_eval_inputs(opts)  # before a model is downloaded or loaded
     check_json_out(json_out or Path("eval.json"))

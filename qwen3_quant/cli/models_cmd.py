@@ -8,7 +8,9 @@ import click
 @click.option("--format", "formats", multiple=True, help="Only these formats' estimates (repeatable).")
 def models(as_json: bool, formats: tuple[str, ...]) -> None:
     """The eight Qwen3 models with shapes and parameter counts computed from them, and the estimated
-    size and quantisation memory of each format and type."""
+    size, quantisation memory and validation memory of each format and type."""
+    from ..eval.options import DEFAULT_MAX_TOKENS
+    from ..eval.protocol import DEFAULT_CTX
     from ..models_table import estimate_rows, model_rows
     from .console import console, print_json, print_table, short_bytes
 
@@ -65,6 +67,10 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
         ("artifact_bytes", "Estimated artifact size"),
         ("quantise_peak_bytes", "Estimated peak memory to quantise"),
         ("gpu_peak_bytes", "Estimated peak GPU memory to quantise with --device cuda"),
+        (
+            "validate_peak_bytes",
+            "Estimated peak memory to validate (reference a layer at a time, then the runtime)",
+        ),
     ):
         s = Table(title=title, title_justify="left")
         s.add_column("format / type", no_wrap=True)
@@ -81,6 +87,8 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
     con.print(
         "Sizes: G = 1e9 bytes, from tensor shapes and each type's bits per weight, including the tensors "
         "each format keeps at higher precision. GPU memory: what quantising on CUDA needs on the GPU "
-        "(one decoder layer at a time with its calibration activations; the rest stays in host memory).",
+        "(one decoder layer at a time with its calibration activations; the rest stays in host memory). "
+        "Validation: the default "
+        f"{DEFAULT_MAX_TOKENS:,} tokens in windows of {DEFAULT_CTX:,}; see docs/memory.md.",
         style="dim",
     )

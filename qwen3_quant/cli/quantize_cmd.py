@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..eval.options import DEFAULT_TEXT
+from ..eval.options import DEFAULT_MAX_TOKENS, DEFAULT_TEXT
 from ..eval.protocol import DEFAULT_CTX
 from ..formats.base import DEVICE
 
@@ -192,7 +192,7 @@ def make_command() -> click.Command:
         click.Option(
             ["--max-tokens"],
             type=click.IntRange(2),
-            help="Validate on the first N tokens only (default: all).",
+            help=f"Validate on the first N tokens only (default {DEFAULT_MAX_TOKENS}).",
         ),
         click.Option(
             ["--gate", "gate_opts"],

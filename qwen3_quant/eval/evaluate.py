@@ -21,7 +21,7 @@ from ..textdata import load_eval_text
 from . import metrics
 from .gates import Gates, check_gates
 from .metric_table import GATED
-from .options import EvalOptions
+from .options import DEFAULT_REFERENCE_DTYPE, REFERENCE_DTYPES, EvalOptions
 from .protocol import PROTOCOL_VERSION, effective_ctx, make_windows, text_sha256
 from .reference import Scores, load_reference, reference_path, save_reference, score_windows
 from .runner import REFERENCE, detect_runtime, open_runner
@@ -133,23 +133,56 @@ def get_reference(
     ref_dir: Path | None,
     threads: int | None = None,
     progress=None,
+    *,
+    dtype: str = DEFAULT_REFERENCE_DTYPE,
+    whole_model: bool = False,
     device=None,
 ) -> Scores:
     """Load the base model's stored top-k log-probabilities, computing and storing them once
-    (on ``device``, the CPU by default)."""
+    (on ``device``, the CPU by default).
+
+    Computed a decoder layer at a time (memory: one layer plus the windows' hidden states) with
+    the layers in ``dtype``; ``whole_model`` loads the whole model in fp32 instead (the old way,
+    kept to check the layer-at-a-time numbers against)."""
     path = reference_path(
-        ref_dir or cache_root() / "reference", fingerprint(base), text_sha, ctx, k, len(tokens)
+        ref_dir or cache_root() / "reference",
+        fingerprint(base),
+        text_sha,
+        ctx,
+        k,
+        len(tokens),
+        dtype="float32" if whole_model else dtype,
     )
     ref = load_reference(path)
     if ref is None:
         windows = make_windows(len(tokens), ctx)
-        with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name, device=device) as runner:
-            ref = score_windows(
-                runner, tokens, windows, keep_topk=k, progress=progress, stage="scoring the unquantised model"
+        stage = "scoring the unquantised model"
+        if whole_model:
+            with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name, device=device) as runner:
+                ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress, stage=stage)
+        else:
+            from .layerwise_reference import layerwise_reference
+
+            _set_threads(threads)
+            ref = layerwise_reference(
+                base,
+                tokens,
+                windows,
+                k=k,
+                dtype=dtype,
+                device=device.torch if device is not None else "cpu",
+                progress=progress,
             )
         save_reference(path, ref)
         log.info("stored reference log-probabilities in %s", path)
     return ref
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _artifact_phase(
@@ -210,6 +243,10 @@ def evaluate(
     from ..device import resolve_device
 
     opts = options or EvalOptions()
+    if opts.reference_dtype not in REFERENCE_DTYPES:
+        raise UsageError(
+            f"unknown reference dtype '{opts.reference_dtype}'", hint="use " + " or ".join(REFERENCE_DTYPES)
+        )
     device = resolve_device(opts.device)
     if not isinstance(target, EvalTarget):
         targets = eval_targets(target, runtime=opts.runtime)
@@ -226,7 +263,7 @@ def evaluate(
         raise UsageError(
             f"no tokenizer for {target.path.name}", hint="pass --base with the unquantised model folder"
         )
-    tokens = _tokenize(tok_dir, text, opts.max_tokens)
+    tokens = _tokenize(tok_dir, text, opts.token_budget)
     model_max = _model_max_context(tok_dir) if (tok_dir / "config.json").is_file() else opts.ctx or 2048
     ctx = effective_ctx(opts.ctx, model_max)
     windows = make_windows(len(tokens), ctx)
@@ -236,7 +273,16 @@ def evaluate(
         )
     ref = (
         get_reference(
-            base_path, tokens, sha, ctx, opts.topk, opts.reference_dir, opts.threads, progress, device
+            base_path,
+            tokens,
+            sha,
+            ctx,
+            opts.topk,
+            opts.reference_dir,
+            opts.threads,
+            progress,
+            dtype=opts.reference_dtype,
+            device=device,
         )
         if base_path
         else None
@@ -293,7 +339,9 @@ def evaluate(
 
 
 def perplexity_only(model_dir: str | Path, text: str, *, ctx: int) -> Scores:
-    """Perplexity of an unquantised folder on a text, on the fixed protocol (used by scripts)."""
+    """Perplexity of an unquantised folder on a text, on the fixed protocol (used by scripts),
+    computed a decoder layer at a time."""
+    from .layerwise_reference import layerwise_reference
+
     tokens = _tokenize(Path(model_dir), text, None)
-    with open_runner(Path(model_dir), ctx=ctx, runtime=REFERENCE.name) as runner:
-        return score_windows(runner, tokens, make_windows(len(tokens), ctx))
+    return layerwise_reference(Path(model_dir), tokens, make_windows(len(tokens), ctx), k=0, dtype="float32")

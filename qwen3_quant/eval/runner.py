@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -67,6 +67,12 @@ class Runner(ABC):
     @abstractmethod
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """float32 ``[len(ids), n_vocab_rows]``."""
+
+    def logits_blocks(self, ids: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """The window's logits a block of positions at a time: ``(first position, [n, vocab])``,
+        each block valid until the next is asked for. A runtime that can hand out logits in
+        blocks overrides this so that no window x vocabulary array is held; by default one block."""
+        yield 0, self.logits(ids)
 
     @abstractmethod
     def generate(self, prompt_ids: Sequence[int], new_tokens: int) -> GenerationTiming: ...

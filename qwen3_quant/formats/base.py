@@ -221,6 +221,17 @@ class QuantFormat(ABC):
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         """Artifact size and peak memory needed to produce it, from tensor shapes alone."""
 
+    def runtime_peak_bytes(self, arch: ArchShape, variant: str, ctx: int) -> int:
+        """Memory that scoring windows of ``ctx`` tokens of a variant in this format's runtime
+        needs: the process, the loaded artifact, the KV cache, the scorer's arrays (a file the
+        runtime maps is page cache, not counted). The default assumes the runtime holds the
+        artifact twice (as read, and in its own layout) and an fp32 cache; a format whose
+        runtime is measured declares its own."""
+        from ..working_set import PROCESS_BASE_BYTES, kv_cache_bytes, scoring_bytes
+
+        art = self.estimate(arch, variant).artifact_bytes
+        return PROCESS_BASE_BYTES + 2 * art + kv_cache_bytes(arch, ctx, 4) + scoring_bytes(arch, ctx)
+
     @abstractmethod
     def nominal_bits(self, variant: str) -> int:
         """Bits per weight that pick the default gates for a variant."""

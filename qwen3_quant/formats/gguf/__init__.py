@@ -64,6 +64,22 @@ class GGUFFormat(QuantFormat):
             artifact_bytes=estimate_file_size(arch, ftype), quantise_peak_bytes=peak, gpu_peak_bytes=gpu
         )
 
+    def runtime_peak_bytes(self, arch: ArchShape, variant: str, ctx: int) -> int:
+        # llama.cpp maps the file: its pages count in RSS while read but are page cache, which the
+        # system evicts and reads again when memory is short (slower, not failing), so they are not
+        # counted. Counted: an f16 KV cache, the output and compute buffers of one 512-token
+        # micro-batch (its logits, attention scores), the scorer's blocks (read in place)
+        from ...working_set import PROCESS_BASE_BYTES, kv_cache_bytes, scoring_bytes
+
+        ubatch = min(ctx, 512)
+        buffers = 4 * ubatch * (2 * arch.vocab_size + arch.num_attention_heads * ctx)
+        return (
+            PROCESS_BASE_BYTES
+            + kv_cache_bytes(arch, ctx, 2)
+            + buffers
+            + scoring_bytes(arch, ctx, copies=False)
+        )
+
     def nominal_bits(self, variant: str) -> int:
         return nominal_bits(variant)
 

@@ -107,7 +107,7 @@ class LlamaCppRunner(Runner):
         cparams = L.llama_context_default_params()
         cparams.n_ctx = ctx
         cparams.n_batch = ctx
-        cparams.n_ubatch = min(ctx, 512)
+        cparams.n_ubatch = self.ubatch = min(ctx, 512)
         cparams.n_seq_max = 1
         cparams.n_threads = cparams.n_threads_batch = n_threads
         cparams.type_k = cparams.type_v = KV_TYPES[kv_type]
@@ -167,6 +167,19 @@ class LlamaCppRunner(Runner):
         self._decode(ids, 0, all_logits=True)
         ptr = self.L.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(len(ids), self.n_vocab)).astype(np.float32, copy=True)
+
+    def logits_blocks(self, ids: Sequence[int]):
+        """The window decoded a micro-batch at a time (as llama.cpp splits one call anyway), each
+        block's logits read in place from llama.cpp's output buffer: no window x vocabulary copy,
+        and an output buffer of one micro-batch."""
+        self._check_len(len(ids))
+        self._clear()
+        step = self.ubatch
+        for a in range(0, len(ids), step):
+            b = min(a + step, len(ids))
+            self._decode(ids[a:b], a, all_logits=True)
+            ptr = self.L.llama_get_logits(self._ctx)
+            yield a, np.ctypeslib.as_array(ptr, shape=(b - a, self.n_vocab))
 
     def _last_argmax(self) -> int:
         ptr = self.L.llama_get_logits_ith(self._ctx, -1)
