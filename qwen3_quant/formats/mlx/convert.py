@@ -4,6 +4,8 @@ under a temporary name, the manifest recorded there, renamed when complete."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,13 @@ EXTRA = "mlx"
 DTYPE = "bfloat16"  # the dtype of scales, biases and unquantised tensors, as mlx-community's repos
 DROPPED = ("README.md",)  # mlx-lm's stub card: the publish writes the real one
 KEY_SETTINGS = ("bits", "group_size", "recipe")
+
+
+class _LogLines(io.TextIOBase):
+    def write(self, s: str) -> int:
+        if s.strip():
+            log.debug("mlx-lm: %s", s.strip())
+        return len(s)
 
 
 def variant_key(cfg: MLXConfig, source_fp: str | None) -> VariantKey:
@@ -118,14 +127,15 @@ def convert_checkpoint(src: Path, out: Path, cfg: MLXConfig | None, *, dtype: st
         config.pop("quantization", None)
         config.pop("quantization_config", None)
         if cfg is not None:
-            model, config = utils.quantize_model(
-                model,
-                config,
-                cfg.group_size,
-                cfg.low_bits,
-                mode="affine",
-                quant_predicate=quant_predicate(model, cfg),
-            )
+            with contextlib.redirect_stdout(_LogLines()):  # mlx-lm prints its bits per weight
+                model, config = utils.quantize_model(
+                    model,
+                    config,
+                    cfg.group_size,
+                    cfg.low_bits,
+                    mode="affine",
+                    quant_predicate=quant_predicate(model, cfg),
+                )
         config["torch_dtype"] = dtype
         utils.save(out, stage, model, tokenizer, config)
     finally:
