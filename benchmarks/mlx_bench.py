@@ -56,8 +56,11 @@ def evaluate(folder: Path, variant: str, args, work: Path) -> dict:
     cmd = [sys.executable, "-m", "qwen3_quant", "eval", str(folder), "--variant", variant,
            "--text", args.text, "--ctx", str(args.ctx), "--max-tokens", str(args.max_tokens),
            "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens),
-           "--repeats", str(args.repeats), "--gate", "off", "--json-out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+           "--repeats", str(args.repeats), "--gate", "ppl=off", "--gate", "kld=off", "--gate", "top1=off",
+           "--json-out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     data = json.loads(out.read_text())
     return (data["results"] if isinstance(data, dict) and "results" in data else data)[0]
 

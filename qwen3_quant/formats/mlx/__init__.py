@@ -34,7 +34,15 @@ class MLXFormat(QuantFormat):
     runtimes = (Runtime("mlx", "qwen3_quant.formats.mlx.runner:MLXRunner", "MLX (mlx-lm)"),)
     cell_axis = "bits"
     card_description, hub_library = "MLX weights for mlx-lm (affine quantisation)", "mlx"
-    recipe_labels = {"group_size": "Group size", "recipe": "Mixed recipe", "mode": "Mode"}
+    recipe_labels = {
+        "group_size": "Group size",
+        "recipe": "Mixed recipe",
+        "mode": "Mode",
+        "thinking_switch": "Chat template with enable_thinking",
+        "quantization": "config.json quantization",
+        "mlx-lm": "mlx-lm",
+        "mlx": "MLX",
+    }
     table_types = ("4bit", "8bit")
     seconds_per_billion, min_seconds = 60.0, 10.0
 
