@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT", "MLXFormat", "MLXConfig", "mlx_bytes"]
 
+SHARD_BYTES = 5 * 1024**3  # mlx-lm's save_model: shards of at most 5 GB
+
 
 class MLXFormat(QuantFormat):
     name = "mlx"
@@ -47,12 +49,17 @@ class MLXFormat(QuantFormat):
     seconds_per_billion, min_seconds = 60.0, 10.0
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
-        size = mlx_bytes(arch, parse_variant(variant))
-        # mlx-lm loads the checkpoint lazily and quantises one tensor at a time as it saves: the
-        # checkpoint's memory-mapped bf16 weights and the quantised copy being written
         from ...catalog.architecture import param_counts
 
-        return SizeEstimate(size, int(2 * param_counts(arch).total + size + 1.0 * GiB))
+        cfg = parse_variant(variant)
+        size = mlx_bytes(arch, cfg)
+        # mlx-lm loads the checkpoint lazily and evaluates the quantised tensors one output shard
+        # (at most 5 GB) at a time as it saves: that shard, and the bf16 source tensors it is made
+        # from, are held at once (a model of mlx-lm's saving loop, not measured on a large model)
+        source = 2 * param_counts(arch).total
+        shard = min(size, SHARD_BYTES)
+        shard_source = min(source, int(shard * 16 / max(cfg.low_bits, 1)))
+        return SizeEstimate(size, int(shard + shard_source + 1.0 * GiB))
 
     def nominal_bits(self, variant: str) -> int:
         return parse_variant(variant).low_bits
