@@ -51,18 +51,22 @@ def make(model: str, fmt: str, options: dict, work: Path, calib_samples: int) ->
 
 
 def evaluate(folder: Path, variant: str, args, work: Path) -> dict:
+    """The evaluation's result, or ``{"error": ...}`` when the runtime failed (a crash included)."""
     out = work / "results" / f"{folder.name}-{variant}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "qwen3_quant", "eval", str(folder), "--variant", variant,
-           "--text", args.text, "--ctx", str(args.ctx), "--max-tokens", str(args.max_tokens),
-           "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens),
-           "--repeats", str(args.repeats), "--gate", "ppl=off", "--gate", "kld=off", "--gate", "top1=off",
-           "--json-out", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{shlex.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    data = json.loads(out.read_text())
-    return (data["results"] if isinstance(data, dict) and "results" in data else data)[0]
+    if not out.is_file():  # a rerun reuses finished evaluations
+        cmd = [sys.executable, "-m", "qwen3_quant", "eval", str(folder), "--variant", variant,
+               "--text", args.text, "--ctx", str(args.ctx), "--max-tokens", str(args.max_tokens),
+               "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens),
+               "--repeats", str(args.repeats), "--gate", "ppl=off", "--gate", "kld=off", "--gate", "top1=off",
+               "--json-out", str(out)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            why = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+            tail = [ln for ln in (done.stdout + done.stderr).splitlines() if "Error" in ln or "error" in ln]
+            print(f"{shlex.join(cmd)} failed ({why})", file=sys.stderr, flush=True)
+            return {"error": f"`qwen3-quant eval` failed ({why}{': ' + tail[-1][:200] if tail else ''})"}
+    return json.loads(out.read_text())["results"][0]
 
 
 def weights_bytes(folder: Path, variant: str) -> int:
@@ -96,7 +100,7 @@ def main() -> None:
         for label, folder, variant, peer in made:
             r = evaluate(folder, variant, args, work)
             rows[model].append({"label": label, "peer": peer, "bytes": weights_bytes(folder, variant), **r})
-            print(f"{model} {label}: ppl {r['perplexity']:.2f} KLD {r['kld_mean']:.2e}", flush=True)
+            print(f"{model} {label}: {r.get('error') or r['perplexity']}", flush=True)
     (work / "results.json").write_text(json.dumps(rows, indent=2, default=str))
     write_report(rows, args, load0, os.getloadavg()[0], time.time() - t0)
 
@@ -126,7 +130,7 @@ def write_report(rows: dict[str, list[dict]], args, load0: float, load1: float, 
     ]
     for model, rs in rows.items():
         by = {r["label"]: r for r in rs}
-        base = rs[0].get("base_perplexity")
+        base = next((r["base_perplexity"] for r in rs if r.get("base_perplexity")), None)
         lines += [f"## {model} (unquantised ppl {base:.2f})" if base else f"## {model}", ""]
         lines += [
             "| artifact | size | ppl | ppl +% | KLD mean | top-1 | prefill tok/s | decode tok/s | peak RSS "
@@ -134,7 +138,13 @@ def write_report(rows: dict[str, list[dict]], args, load0: float, load1: float, 
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rs:
+            if r.get("error"):
+                lines.append(
+                    f"| {r['label']} | {r['bytes'] / 1e6:.2f} MB | did not run: {r['error']} |" + " |" * 9
+                )
+                continue
             p = by.get(r["peer"]) if r["peer"] else None
+            p = p if p and not p.get("error") else None
 
             def ratio(key, r=r, p=p):
                 return f"{r[key] / p[key]:.2f}x" if p and p.get(key) and r.get(key) is not None else ""
