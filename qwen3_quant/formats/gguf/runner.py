@@ -66,6 +66,11 @@ class LlamaCppRunner(Runner):
         self._model = self._ctx = self._batch = None
         check_gguf_files(self.path)
         mparams = L.llama_model_default_params()
+        if hasattr(mparams, "use_extra_bufts"):
+            # llama.cpp's CPU "extra buffer" repacking of quantised weights (llama-cpp-python
+            # 0.3.36 built for an AVX-512 CPU) segfaults in the first llama_decode of a Q8_0 or
+            # Q4_K_M micro model here; F32 files, which it does not repack, run either way
+            mparams.use_extra_bufts = False
         with captured_log() as lines:
             model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:
