@@ -60,6 +60,7 @@ def test_cli_quantize_validate_and_rerun(tmp_path, cache_dir):
     assert q4["recipe"]["base"]["type"] == "BF16" and "Q6_K" in q4["recipe"]["tensor_types"]
     assert q8["recipe"]["bits"] == 8 and q8["recipe"]["imatrix"] is False
     assert m["files"]["Qwen3-Micro.imatrix.gguf"]["sha256"]
+    assert json.loads((out / "params").read_text())["temperature"] == 0.6 and m["files"]["params"]["sha256"]
     for v in (q4, q8):
         assert v["validation"]["passed"] is True, v["validation"]
         assert v["validation"]["result"]["runtime"] == "llama.cpp"

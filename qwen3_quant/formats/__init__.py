@@ -36,6 +36,7 @@ BUILTIN: dict[str, str] = {
     "gptq": "qwen3_quant.formats.gptqmodel:GPTQ_FORMAT",
     "awq": "qwen3_quant.formats.gptqmodel:AWQ_FORMAT",
     "onnx": "qwen3_quant.formats.onnx:FORMAT",
+    "mlx": "qwen3_quant.formats.mlx:FORMAT",
 }
 
 ENTRY_POINT_GROUP = "qwen3_quant.formats"

@@ -31,7 +31,15 @@ from typing import Any
 from ...artifact import Manifest, VariantKey, decide_variant, record_variant
 from ...checkpoint import CheckpointInfo
 from ...errors import ArtifactExistsError, UsageError
-from ...io import atomic_write_json, disk_errors, ensure_free_space, file_lock, path_inside, remove_path
+from ...io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    disk_errors,
+    ensure_free_space,
+    file_lock,
+    path_inside,
+    remove_path,
+)
 from ..base import Progress, no_progress
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
@@ -286,6 +294,7 @@ class GGUFBuild:
         """Move finished files into the folder and record them; a journal makes this resumable."""
         journal = self.work / f"publish-{ftype}.json"
         shared = [self.imatrix_name] if recipe.get("imatrix_file") else []
+        shared += self._write_ollama_files()
         entries = [{"name": f.name, "size": f.stat().st_size} for f in files]
         atomic_write_json(journal, {"variant": ftype, "files": entries, "shared": shared, "recipe": recipe})
         m = Manifest.read_or_none(self.out)
@@ -296,6 +305,15 @@ class GGUFBuild:
         for stale in set(old.files if old else []) - {e["name"] for e in entries}:
             remove_path(path_inside(self.out, stale, what=f"{self.out.name}: file of {ftype}"))
         journal.unlink()
+
+    def _write_ollama_files(self) -> list[str]:
+        """The Hub's Ollama integration reads these beside the GGUF files (see :mod:`.ollama`)."""
+        from .ollama import ollama_files
+
+        files = ollama_files(self.info.path)
+        for name, data in files.items():
+            atomic_write_bytes(self.out / name, data)
+        return list(files)
 
     def _record(self, ftype: str, files: list[str], shared: list[str], recipe: dict[str, Any]) -> None:
         from . import FORMAT  # the artifact's name comes from the model and format, not the folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...publish.usage import PLAIN_SAMPLING, PROMPT
 from ..base import UsageContext
+from .ollama import PARAMS, TEMPLATE
 
 PREFERRED = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")  # the variant the snippets load, when published
 
@@ -38,7 +39,7 @@ llama-server -m {ctx.name}/{first} --jinja -c 32768   # OpenAI-compatible API on
         if split
         else ""
     )
-    return f"""### llama.cpp
+    return f"""{ollama_usage(ctx)}### llama.cpp
 
 Pick a variant by its tag ({tags}):
 
@@ -60,4 +61,47 @@ out = llm.create_chat_completion(
 )
 print(out["choices"][0]["message"]["content"])
 ```
+"""
+
+
+def ollama_usage(ctx: UsageContext) -> str:
+    """Ollama and LM Studio, one line per type; what the repo's ``params`` / ``template`` set."""
+    if not ctx.repo_id:
+        first = ctx.variant_files[pick_variant(list(ctx.variant_files))][0]
+        return f"""### Ollama and LM Studio
+
+From this folder: a Modelfile with `FROM ./{first}` and `ollama create`, or LM Studio's
+`lms import {ctx.name}/{first}`. Published to the Hub, the repo runs with `ollama run hf.co/ORG/REPO:TYPE`.
+
+"""
+    runs = "\n".join(f"ollama run hf.co/{ctx.repo_id}:{v}" for v in ctx.variant_files)
+    picks = "\n".join(f"- `{v}`: `{files[0]}`" for v, files in ctx.variant_files.items())
+    notes = []
+    if PARAMS in ctx.files:
+        notes.append(
+            f"The repo's `{PARAMS}` file gives Ollama the model's recommended sampling (from its "
+            "`generation_config.json`, Qwen3's thinking-mode values) and its stop tokens."
+        )
+    if TEMPLATE in ctx.files:
+        notes.append(f"The repo's `{TEMPLATE}` file gives Ollama the chat template.")
+    else:
+        notes.append("Ollama takes the chat template from the GGUF (the Hub maps Qwen3's to Ollama's).")
+    return f"""### Ollama
+
+```sh
+{runs}
+```
+
+{" ".join(notes)} Without thinking, Qwen3's recommended sampling differs: in a chat session type
+`/set parameter temperature 0.7`, `/set parameter top_p 0.8` and add `/no_think` to your message
+(recent Ollama: `ollama run ... --think=false`).
+
+### LM Studio
+
+Search `{ctx.repo_id}` in the Discover tab (or `lms get https://huggingface.co/{ctx.repo_id}`) and pick a file:
+
+{picks}
+
+Set temperature 0.6, top-p 0.95, top-k 20 with thinking; 0.7, 0.8, 20 without (add `/no_think`).
+
 """
