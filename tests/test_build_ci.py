@@ -104,7 +104,8 @@ def test_cells_no_runner_can_take_stop_the_matrix_and_show_in_the_plan(tmp_path)
 
 def test_production_build_routes_the_small_models_to_ubuntu_latest():
     m = github_matrix(PRODUCTION, models=["Qwen3-0.6B", "Qwen3-1.7B"])["include"]
-    assert len(m) == 26 and {c["runs_on"] for c in m} == {"ubuntu-latest"}
+    assert len(m) == 30 and {c["runs_on"] for c in m} == {"ubuntu-latest"}
+    assert sum(c["format"] == "mlx" for c in m) == 4  # 4-bit and 8-bit per model
     spec = load_build(PRODUCTION)
     assert [r.label for r in spec.runners][0] == "ubuntu-latest" and len(spec.runners) >= 2
 

@@ -28,9 +28,11 @@ class MLXRunner(Runner):
     runtime = "mlx"
     compute_dtype = "stored"
 
-    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
-        super().__init__(path, ctx=ctx, threads=threads)
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None, device=None):
+        super().__init__(path, ctx=ctx, threads=threads, device=device)
         self.mx = require("mlx.core", "mlx")
+        unused = f"; {self.device.torch} unused" if self.device.is_cuda else ""
+        self.backend = f"MLX on {self.mx.default_device()}{unused}"
         utils = require("mlx_lm.utils", "mlx")
         self.cache_mod = require("mlx_lm.models.cache", "mlx")
         folder = self.path if self.path.is_dir() else self.path.parent
