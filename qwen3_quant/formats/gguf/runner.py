@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import RuntimeLoadError, UsageError
 from ...eval.runner import GenerationTiming, Runner
 from .gguf_io import read_header, split_set
-from .llama import captured_log, last_error, lib
+from .llama import captured_log, cpu_has_amx, last_error, lib
 
 KV_TYPES = {"f32": 0, "f16": 1}
 
@@ -66,6 +66,9 @@ class LlamaCppRunner(Runner):
         self._model = self._ctx = self._batch = None
         check_gguf_files(self.path)
         mparams = L.llama_model_default_params()
+        # llama.cpp's AMX weight buffers crash (general protection fault in libggml-cpu on the first
+        # decode) on CPUs that advertise AMX inside some VMs; plain CPU buffers are safe everywhere
+        mparams.use_extra_bufts = not cpu_has_amx()
         with captured_log() as lines:
             model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:
