@@ -365,7 +365,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-gptq-bench"))
     ap.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "gptq.md")
-    ap.add_argument("--quality-only", action="store_true", help="only the quality table (no mixes, no overhead)")
+    ap.add_argument(
+        "--quality-only", action="store_true", help="only the quality table (no mixes, no overhead)"
+    )
     ap.add_argument("--only-bits", type=int, help="only the quality rows at these bits")
     args = ap.parse_args()
     if args.mode == "bare":
