@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qwen3_quant.errors import UsageError
-from qwen3_quant.formats.gguf.autotype import Option, allocate, parse_auto, weighted_error
+from qwen3_quant.formats.gguf.autotype import Option, allocate, mean_kld, parse_auto, weighted_error
 from qwen3_quant.formats.gguf.config import nominal_bits, parse_options
 from qwen3_quant.formats.gguf.naming import parse_gguf_file_name
 from qwen3_quant.formats.gguf.types import normalise_type
@@ -68,6 +68,13 @@ def test_weighted_error_weights_columns_and_experts():
     assert weighted_error(w, q, None) == pytest.approx(3 + 4)
 
 
+def test_mean_kld_is_zero_against_itself_and_positive_otherwise():
+    logits = np.random.default_rng(0).normal(size=(5, 16))
+    ref = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    assert mean_kld(ref, logits) == pytest.approx(0.0, abs=1e-12)
+    assert mean_kld(ref, logits + np.eye(16)[None, 3].repeat(5, 0)) > 1e-3
+
+
 @pytest.mark.slow
 def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro_dense, tmp_path, cache_dir):
     """The CLI path end to end: a file no larger than Q4_K_M's, a type per tensor as recorded,
@@ -95,5 +102,6 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
         written[n] == t for n, t in recipe["auto_tensor_types"].items()
     )
     assert len(set(recipe["auto_chosen_counts"])) >= 2  # a real mix, not one type everywhere
+    assert "KL divergence measured in llama.cpp" in recipe["auto_sensitivity"]
     with LlamaCppRunner(auto, ctx=64, threads=1) as r:
         assert np.isfinite(r.logits(list(range(100, 132)))).all()

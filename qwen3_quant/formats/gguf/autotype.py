@@ -4,7 +4,9 @@ a byte budget (``--type auto:4.5bpw``).
 1. Each candidate type (Q2_K ... Q8_0) is applied to every block tensor at once by llama.cpp's own
    quantiser with the importance matrix (``pure``), and each tensor's error is measured against the
    float conversion, weighted by the importance matrix: ``sum_c imatrix[c] * sum_r (W - Q(W))[r, c]^2``,
-   the expected squared error of that tensor's output over the calibration activations.
+   the expected squared error of that tensor's output over the calibration activations. Each
+   tensor's errors are then scaled to KL divergence: llama.cpp runs the model with that tensor
+   alone at the lowest candidate (the rest at Q8_0) on a few calibration windows.
 2. The budget (bits per weight over every tensor of the file) minus what the fixed tensors take (norms,
    router, embeddings and output head at Q4_K_M's types) is shared among the block tensors by a
    multiple-choice knapsack: start every tensor at the cheapest type, then take the upgrade with the
@@ -169,6 +171,7 @@ class AutoPlan:
     data_bytes: int
     errors: dict[str, dict[str, float]]  # block tensor -> type -> importance-weighted error
     ftype: str  # the llama.cpp file type written in the header (the most used candidate's)
+    sensitivity: str = "importance-weighted squared error per tensor and candidate type"
 
     def recipe(self) -> dict:
         counts: dict[str, int] = {}
@@ -179,7 +182,7 @@ class AutoPlan:
             "auto_bpw": round(self.bpw, 4),
             "auto_budget_bytes": self.budget_bytes,
             "auto_data_bytes": self.data_bytes,
-            "auto_sensitivity": "importance-weighted squared error per tensor, measured per candidate type",
+            "auto_sensitivity": self.sensitivity,
             "auto_candidates": list(CANDIDATES),
             "auto_chosen_counts": dict(sorted(counts.items())),
             "auto_tensor_types": dict(sorted(self.tensor_types.items())),
@@ -203,8 +206,71 @@ def _is_choosable(name: str, t) -> bool:
     return name.startswith("blk.") and len(t.shape) >= 2 and "ffn_gate_inp" not in name
 
 
+def _log_softmax(x):
+    import numpy as np
+
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def mean_kld(ref_logp, logits) -> float:
+    """Mean over positions of KL(ref || q), full vocabulary (ref given as log-probabilities)."""
+    import numpy as np
+
+    q = _log_softmax(logits)
+    return float((np.exp(ref_logp) * (ref_logp - q)).sum(-1).mean())
+
+
+def _window_logits(path, windows, threads):
+    import numpy as np
+
+    from .runner import LlamaCppRunner
+
+    with LlamaCppRunner(path, ctx=max(len(w) for w in windows), threads=threads) as r:
+        return np.concatenate([r.logits(w) for w in windows])
+
+
+def measure_gains(base, imatrix, names, errors, windows, scratch, *, threads=None, progress=None):
+    """KL divergence per unit of weighted error, per tensor: each tensor alone at the lowest
+    candidate type (every other one at Q8_0), its KLD over ``windows`` (token id lists) above the
+    all-Q8_0 file's, divided by its weighted error at that type. Measured in llama.cpp."""
+    from .quantizer import quantize_gguf
+
+    ref = _log_softmax(_window_logits(base, windows, threads))
+    low = next(iter(CANDIDATES))
+    every = list(names)
+
+    def kld_with(overrides: dict[str, str]) -> float:
+        out = scratch / "auto-gain.gguf"
+        quantize_gguf(base, out, "Q8_0", imatrix=imatrix, threads=threads, tensor_types=overrides)
+        try:
+            return mean_kld(ref, _window_logits(out, windows, threads))
+        finally:
+            out.unlink()
+
+    floor = kld_with({n: "Q8_0" for n in every})
+    gains = {}
+    for i, name in enumerate(every):
+        if progress:
+            progress("measuring KL divergence per tensor", i, len(every))
+        if low not in errors[name] or errors[name][low] <= 0:
+            gains[name] = 1.0
+            continue
+        k = kld_with({**{n: "Q8_0" for n in every}, name: low})
+        gains[name] = max(k - floor, 0.0) / errors[name][low]
+    return gains
+
+
 def plan_auto(
-    base, imatrix, target: float | str, scratch, *, threads: int | None = None, progress=None
+    base,
+    imatrix,
+    target: float | str,
+    scratch,
+    *,
+    threads: int | None = None,
+    progress=None,
+    kld_windows: list[list[int]] | None = None,
 ) -> AutoPlan:
     """Measure every block tensor's error at each candidate type and choose under the budget:
     ``target`` bits per weight over all tensors, or the name of a llama.cpp file type whose tensor
@@ -259,6 +325,10 @@ def plan_auto(
     if progress:
         progress("measuring tensor sensitivity", len(steps), len(steps))
     fixed_bytes = sum(b for _, b in fixed.values())
+    if kld_windows:  # weighted error -> predicted KL divergence, per tensor, measured in llama.cpp
+        gains = measure_gains(base, imatrix, choosable, errors, kld_windows, scratch, threads=threads,
+                              progress=progress)  # fmt: skip
+        errors = {n: {c: e * gains[n] for c, e in errs.items()} for n, errs in errors.items()}
     options = {n: [Option(c, sizes[n][c], errors[n][c]) for c in errors[n]] for n in choosable}
     chosen = allocate(options, budget - fixed_bytes)
     types = {n: t for n, (t, _) in fixed.items() if t not in ("F32", "F16", "BF16")}
@@ -276,4 +346,11 @@ def plan_auto(
         data_bytes=fixed_bytes + sum(o.nbytes for o in chosen.values()),
         errors=errors,
         ftype=ftype,
+        sensitivity=(
+            "importance-weighted squared error per tensor and candidate type, scaled per tensor to KL "
+            f"divergence measured in llama.cpp with that tensor alone at {next(iter(CANDIDATES))} "
+            f"({sum(len(w) for w in kld_windows)} calibration tokens)"
+            if kld_windows
+            else "importance-weighted squared error per tensor and candidate type"
+        ),
     )

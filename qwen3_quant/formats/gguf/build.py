@@ -45,6 +45,8 @@ from .writer import base_type_for, convert
 log = logging.getLogger(__name__)
 WORK = ".work"
 CONVERTER = "qwen3-quant streaming safetensors -> GGUF"
+# automatic mixes: the calibration windows their per-tensor KL divergence is measured on
+KLD_WINDOWS, KLD_WINDOW = 4, 256
 
 
 class GGUFBuild:
@@ -198,7 +200,8 @@ class GGUFBuild:
         meta = imatrix_metadata(im, self.imatrix_name) if im else None
         budget = parse_auto(ftype)
         if budget is not None:  # an automatic mix: measure, choose, then one override per tensor
-            plan = plan_auto(base, im, budget, target.parent, progress=self.progress)
+            windows = [s[:KLD_WINDOW] for s in self.calibration().samples[:KLD_WINDOWS]]
+            plan = plan_auto(base, im, budget, target.parent, progress=self.progress, kld_windows=windows)
             quantize_gguf(base, single, plan.ftype, imatrix=im, metadata=meta, tensor_types=plan.tensor_types)
             recipe.update(plan.recipe(), ftype=FILE_TYPES[plan.ftype][0])
         else:
