@@ -132,7 +132,7 @@ def quantize_one(
     return dest
 
 
-def score(artifact: Path, texts: dict[str, str], speed: bool) -> dict[str, dict]:
+def score(artifact: Path, texts: dict[str, str], speed: bool, max_tokens: int = 16384) -> dict[str, dict]:
     from qwen3_quant.eval.evaluate import EvalOptions, evaluate
 
     out = {}
@@ -140,7 +140,7 @@ def score(artifact: Path, texts: dict[str, str], speed: bool) -> dict[str, dict]
         r = evaluate(
             artifact,
             options=EvalOptions(
-                text=text, ctx=512, max_tokens=16384, speed=speed and name == "held-out book", repeats=2
+                text=text, ctx=512, max_tokens=max_tokens, speed=speed and name == "held-out book", repeats=2
             ),
         )
         out[name] = {
@@ -369,6 +369,8 @@ def main() -> None:
         "--quality-only", action="store_true", help="only the quality table (no mixes, no overhead)"
     )
     ap.add_argument("--only-bits", type=int, help="only the quality rows at these bits")
+    ap.add_argument("--rows", help="only these quality rows, e.g. RTN-Int4-asym,AWQ-Int4")
+    ap.add_argument("--max-tokens", type=int, default=16384, help="tokens of each text scored")
     args = ap.parse_args()
     if args.mode == "bare":
         return bare(args)
@@ -405,12 +407,16 @@ def main() -> None:
         }
         rows = {}
         for label, (method, bits, sym) in QUALITY_ROWS.items():
-            if args.only_bits and bits != args.only_bits:
+            if args.only_bits and bits != args.only_bits or args.rows and label not in args.rows.split(","):
                 continue
             t0 = time.perf_counter()
             art = quantize_one(model, method, bits, "default", args.samples, args.work / "art", sym=sym)
             took = time.perf_counter() - t0
-            rows[label] = {"artifact": str(art), "seconds": took, "scores": score(art, texts, False)}
+            rows[label] = {
+                "artifact": str(art),
+                "seconds": took,
+                "scores": score(art, texts, False, args.max_tokens),
+            }
             print(model, label, f"{took:.0f}s", rows[label]["scores"], flush=True)
         res["quality"][model] = rows
         if args.quality_only:
