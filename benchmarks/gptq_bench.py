@@ -116,20 +116,23 @@ def gsm8k_chat_text(model_dir: Path, out: Path, n: int = 60) -> Path:
 # --- the benchmark ---------------------------------------------------------------------------------
 
 
-def quantize_one(model: str, method: str, bits: int, mix: str, samples: int, out: Path) -> Path:
+def quantize_one(
+    model: str, method: str, bits: int, mix: str, samples: int, out: Path, sym: bool | None = None
+) -> Path:
     from qwen3_quant.checkpoint import inspect_checkpoint
     from qwen3_quant.formats.gptqmodel.config import GPTQModelConfig
     from qwen3_quant.formats.gptqmodel.quantizer import quantize_artifact
     from qwen3_quant.sources import resolve_model
 
     src = resolve_model(model)
-    cfg = GPTQModelConfig(method=method, bits=bits, sym=method != "awq", calib=mix, calib_samples=samples)
+    sym = method != "awq" if sym is None else sym
+    cfg = GPTQModelConfig(method=method, bits=bits, sym=sym, calib=mix, calib_samples=samples)
     dest = out / f"{src.name}{cfg.name_suffix()}-{mix}-n{samples}"
     quantize_artifact(src, inspect_checkpoint(src.path), cfg, dest, fmt=method if method != "rtn" else "gptq")
     return dest
 
 
-def score(artifact: Path, texts: dict[str, str], speed: bool) -> dict[str, dict]:
+def score(artifact: Path, texts: dict[str, str], speed: bool, max_tokens: int = 16384) -> dict[str, dict]:
     from qwen3_quant.eval.evaluate import EvalOptions, evaluate
 
     out = {}
@@ -137,7 +140,7 @@ def score(artifact: Path, texts: dict[str, str], speed: bool) -> dict[str, dict]
         r = evaluate(
             artifact,
             options=EvalOptions(
-                text=text, ctx=512, max_tokens=16384, speed=speed and name == "held-out book", repeats=2
+                text=text, ctx=512, max_tokens=max_tokens, speed=speed and name == "held-out book", repeats=2
             ),
         )
         out[name] = {
@@ -216,6 +219,19 @@ def overhead(model: str, method: str, samples: int, work: Path, repeats: int) ->
         "wall_ratio": med["ours"]["wall_s"] / med["bare"]["wall_s"],
         "rss_ratio": med["ours"]["peak_rss_mb"] / med["bare"]["peak_rss_mb"],
     }
+
+
+# label -> (method, bits, symmetric). RTN both ways: symmetric like GPTQ's default, asymmetric (zero
+# points) like AWQ's, so each method is compared with round-to-nearest of its own layout.
+QUALITY_ROWS = {
+    "RTN-Int4": ("rtn", 4, True),
+    "RTN-Int4-asym": ("rtn", 4, False),
+    "GPTQ-Int4": ("gptq", 4, True),
+    "AWQ-Int4": ("awq", 4, False),
+    "RTN-Int8": ("rtn", 8, True),
+    "GPTQ-Int8": ("gptq", 8, True),
+    "AWQ-Int8": ("awq", 8, False),
+}
 
 
 def fmt(x, nd=3):
@@ -349,6 +365,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-gptq-bench"))
     ap.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "gptq.md")
+    ap.add_argument(
+        "--quality-only", action="store_true", help="only the quality table (no mixes, no overhead)"
+    )
+    ap.add_argument("--only-bits", type=int, help="only the quality rows at these bits")
+    ap.add_argument("--rows", help="only these quality rows, e.g. RTN-Int4-asym,AWQ-Int4")
+    ap.add_argument("--max-tokens", type=int, default=16384, help="tokens of each text scored")
     args = ap.parse_args()
     if args.mode == "bare":
         return bare(args)
@@ -384,19 +406,22 @@ def main() -> None:
             "gsm8k-chat": str(gsm8k_chat_text(src.path, args.work / f"{model}-chat.txt")),
         }
         rows = {}
-        for method, bits in [("rtn", 4), ("gptq", 4), ("awq", 4), ("rtn", 8), ("gptq", 8), ("awq", 8)]:
+        for label, (method, bits, sym) in QUALITY_ROWS.items():
+            if args.only_bits and bits != args.only_bits or args.rows and label not in args.rows.split(","):
+                continue
             t0 = time.perf_counter()
-            art = quantize_one(model, method, bits, "default", args.samples, args.work / "art")
+            art = quantize_one(model, method, bits, "default", args.samples, args.work / "art", sym=sym)
             took = time.perf_counter() - t0
-            rows[f"{method.upper()}-Int{bits}"] = {
+            rows[label] = {
                 "artifact": str(art),
                 "seconds": took,
-                "scores": score(art, texts, True),
+                "scores": score(art, texts, False, args.max_tokens),
             }
-            print(
-                model, method, bits, f"{took:.0f}s", rows[f"{method.upper()}-Int{bits}"]["scores"], flush=True
-            )
+            print(model, label, f"{took:.0f}s", rows[label]["scores"], flush=True)
         res["quality"][model] = rows
+        if args.quality_only:
+            args.report.with_name(args.report.stem + "_results.json").write_text(json.dumps(res, indent=1))
+            continue
         mixes = {}
         for mix in ("text", "chat", "default"):
             art = quantize_one(model, "gptq", 4, mix, args.samples, args.work / "art")

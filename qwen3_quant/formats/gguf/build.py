@@ -41,6 +41,7 @@ from ...io import (
     remove_path,
 )
 from ..base import Progress, no_progress
+from .autotype import parse_auto, plan_auto
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
 from .imatrix import Imatrix
@@ -52,6 +53,8 @@ from .writer import base_type_for, convert
 log = logging.getLogger(__name__)
 WORK = ".work"
 CONVERTER = "qwen3-quant streaming safetensors -> GGUF"
+# automatic mixes: the calibration windows their per-tensor KL divergence is measured on
+KLD_WINDOWS, KLD_WINDOW = 4, 256
 
 
 class GGUFBuild:
@@ -168,7 +171,9 @@ class GGUFBuild:
     def _build_in(self, ftype: str, tmp: Path) -> None:
         target = tmp / self.file_for(ftype)
         ensure_free_space(self.work, estimate_file_size(self.info.arch, ftype), what=f"write {target.name}")
-        recipe: dict[str, Any] = {"bits": nominal_bits(ftype), "type": ftype, "ftype": FILE_TYPES[ftype][0]}
+        recipe: dict[str, Any] = {"bits": nominal_bits(ftype), "type": ftype}
+        if ftype in FILE_TYPES:
+            recipe["ftype"] = FILE_TYPES[ftype][0]
         with disk_errors(target):
             if ftype in UNQUANTISED and ftype != self.base_type:
                 files = convert(
@@ -202,9 +207,15 @@ class GGUFBuild:
         base = self.ensure_base()
         im = self.ensure_imatrix() if self.cfg.uses_imatrix(ftype) else None
         single = target.with_name("single-" + target.name)
-        quantize_gguf(
-            base, single, ftype, imatrix=im, metadata=imatrix_metadata(im, self.imatrix_name) if im else None
-        )
+        meta = imatrix_metadata(im, self.imatrix_name) if im else None
+        budget = parse_auto(ftype)
+        if budget is not None:  # an automatic mix: measure, choose, then one override per tensor
+            windows = [s[:KLD_WINDOW] for s in self.calibration().samples[:KLD_WINDOWS]]
+            plan = plan_auto(base, im, budget, target.parent, progress=self.progress, kld_windows=windows)
+            quantize_gguf(base, single, plan.ftype, imatrix=im, metadata=meta, tensor_types=plan.tensor_types)
+            recipe.update(plan.recipe(), ftype=FILE_TYPES[plan.ftype][0])
+        else:
+            quantize_gguf(base, single, ftype, imatrix=im, metadata=meta)
         recipe["base"] = {"type": self.base_type, "converter": CONVERTER}
         recipe["quantizer"] = f"llama.cpp llama_model_quantize (llama-cpp-python {version()})"
         recipe["imatrix"] = im is not None

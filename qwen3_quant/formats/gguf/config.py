@@ -36,7 +36,14 @@ OPTIONS = (
 
 def nominal_bits(ftype: str) -> int:
     """Bits per weight that name a type's class: Q4_K_M -> 4, Q8_0 -> 8, BF16 -> 16."""
+    from .autotype import parse_auto
+
     t = normalise_type(ftype)
+    budget = parse_auto(t)
+    if isinstance(budget, str):
+        return nominal_bits(budget)
+    if budget is not None:
+        return int(budget)
     if t == "F32":
         return 32
     if t in ("F16", "BF16"):
@@ -73,6 +80,8 @@ class GGUFConfig:
 
     def uses_imatrix(self, ftype: str) -> bool:
         """Whether ``ftype`` is quantised with the importance matrix in this run."""
+        if ftype.startswith("AUTO_"):
+            return True  # an automatic mix measures each tensor's error with it (--no-imatrix is refused)
         if ftype not in IMATRIX_TYPES or self.imatrix is False:
             return False
         return True if self.imatrix else nominal_bits(ftype) <= 4
@@ -107,6 +116,11 @@ def parse_options(options: dict[str, Any]) -> GGUFConfig:
             types.append(name)
     if not types:
         raise UsageError("--type is empty", hint="valid types: " + ", ".join(FILE_TYPES))
+    if options.get("imatrix") is False and any(t.startswith("AUTO_") for t in types):
+        raise UsageError(
+            "--no-imatrix cannot go with an automatic type: it weighs each tensor's error by the importance matrix",
+            hint="drop --no-imatrix, or name llama.cpp types",
+        )
     samples = options.get("calib_samples")
     if samples is not None and int(samples) < 1:
         raise UsageError(f"--calib-samples {samples} must be at least 1", hint="e.g. --calib-samples 128")

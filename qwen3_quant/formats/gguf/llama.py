@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -73,3 +74,9 @@ def version() -> str:
         return metadata.version("llama_cpp_python")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether llama.cpp's CPU backend would put weights in AMX buffers here."""
+    return "AMX_INT8 = 1" in lib().llama_print_system_info().decode(errors="replace")

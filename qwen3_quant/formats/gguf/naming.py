@@ -11,7 +11,8 @@ from pathlib import Path
 from ...errors import UsageError
 from ...publish.naming import model_short_name
 
-_GGUF_TYPE = re.compile(r"^[A-Za-z0-9_]+$")
+_GGUF_TYPE = re.compile(r"^[A-Za-z0-9_]+$|^AUTO_[0-9.]+BPW$")
+_AUTO_SUFFIX = re.compile(r"-(AUTO_(?:[0-9.]+BPW|[A-Z0-9_]+))$", re.IGNORECASE)
 SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<shard>\d{5})-of-(?P<shards>\d{5})\.gguf$")
 
 
@@ -81,4 +82,7 @@ def parse_gguf_file_name(file_name: str, known_types: tuple[str, ...] | None = N
     for t in sorted(known_types, key=len, reverse=True):  # Q4_K before Q4_K_M would mis-split
         if stem.upper().endswith("-" + t.upper()):
             return GGUFName(stem[: -len(t) - 1], t.upper(), shard, shards)
+    m = _AUTO_SUFFIX.search(stem)  # an automatic mix: AUTO_4.5BPW, AUTO_Q4_K_M
+    if m:
+        return GGUFName(stem[: m.start()], m.group(1).upper(), shard, shards)
     return None

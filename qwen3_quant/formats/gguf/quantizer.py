@@ -38,6 +38,19 @@ def _kv_overrides(L, values: dict[str, str | int]):
     return arr  # the zeroed last entry (key "") ends the list
 
 
+def _type_overrides(L, tensor_types: dict[str, str]):
+    """llama.cpp's NULL-terminated ``{pattern, ggml_type}`` array, one exact-name pattern per tensor."""
+    import gguf
+
+    from .autotype import override_pattern
+
+    arr = (L.llama_model_tensor_override * (len(tensor_types) + 1))()
+    for slot, (name, gtype) in zip(arr, sorted(tensor_types.items()), strict=False):
+        slot.pattern = override_pattern(name).encode()
+        slot.type = int(gguf.GGMLQuantizationType[gtype])
+    return arr
+
+
 def _imatrix_array(L, im: Imatrix):
     """The C array llama.cpp reads, and the numpy buffers it points into (keep both alive)."""
     keep: list[np.ndarray] = []
@@ -69,13 +82,22 @@ def quantize_gguf(
     imatrix: Imatrix | None = None,
     metadata: dict[str, str | int] | None = None,
     threads: int | None = None,
+    pure: bool = False,
+    tensor_types: dict[str, str] | None = None,
 ) -> None:
-    """Quantise the F16/BF16/F32 GGUF ``src`` to ``dst`` with llama.cpp's per-tensor type mix for ``ftype``."""
+    """Quantise the F16/BF16/F32 GGUF ``src`` to ``dst`` with llama.cpp's per-tensor type mix for
+    ``ftype``; ``pure``: ``ftype``'s default type for every quantisable tensor; ``tensor_types``:
+    a ggml type for each named tensor (llama.cpp's ``tt_overrides``, as ``llama-quantize --tensor-type``)."""
     L = lib()
     params = L.llama_model_quantize_default_params()
     params.ftype = FILE_TYPES[ftype][0]
     params.nthread = threads or os.cpu_count() or 1
+    params.pure = pure
     keep = []
+    if tensor_types:
+        tt = _type_overrides(L, tensor_types)
+        params.tt_overrides = ctypes.cast(tt, ctypes.POINTER(L.llama_model_tensor_override))
+        keep.append(tt)
     if imatrix is not None:
         arr, bufs = _imatrix_array(L, imatrix)
         params.imatrix = ctypes.cast(arr, ctypes.POINTER(L.llama_model_imatrix_data))

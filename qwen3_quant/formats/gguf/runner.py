@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import RuntimeLoadError, UsageError
 from ...eval.runner import GenerationTiming, Runner
 from .gguf_io import read_header, split_set
-from .llama import captured_log, last_error, lib
+from .llama import captured_log, cpu_has_amx, last_error, lib
 
 KV_TYPES = {"f32": 0, "f16": 1}
 ALL_LAYERS = 999  # n_gpu_layers that offloads every layer (llama.cpp caps it at the model's count)
@@ -52,14 +52,6 @@ def check_gguf_files(path: Path) -> None:
                 f"{f.name} is truncated ({f.stat().st_size:,} bytes, its tensors need {end:,})",
                 hint="quantise it again",
             )
-
-
-def cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any(line.startswith("flags") and " amx_int8" in line for line in fh)
-    except OSError:
-        return False
 
 
 class LlamaCppRunner(Runner):

@@ -116,11 +116,18 @@ _CATEGORY = {role: name.removesuffix("_exps") for role, name in GGUF_NAMES.items
 
 
 def normalise_type(name: str) -> str:
+    from .autotype import check_auto, is_auto
+
+    if is_auto(name):
+        return check_auto(name)
     key = name.strip().upper()
     if key not in FILE_TYPES:
         from ...errors import UsageError
 
-        raise UsageError(f"unknown GGUF type '{name}'", hint="valid types: " + ", ".join(FILE_TYPES))
+        raise UsageError(
+            f"unknown GGUF type '{name}'",
+            hint="valid types: " + ", ".join(FILE_TYPES) + "; or auto:<bits>bpw / auto:<type> (sized mix)",
+        )
     return key
 
 
@@ -248,6 +255,15 @@ def metadata_bytes(a: ArchShape, n_tensors: int) -> int:
 
 
 def estimate_file_size(a: ArchShape, ftype: str, *, has_imatrix: bool = False) -> int:
+    from .autotype import parse_auto
+
+    budget = parse_auto(ftype)
+    if isinstance(budget, str):  # an automatic mix at most as large as that type's file
+        return estimate_file_size(a, budget, has_imatrix=True)
+    if budget is not None:
+        plan = plan_tensors(a, "BF16")
+        numel = sum(math.prod(p.shape) for p in plan)
+        return int(budget * numel / 8) + 32 * len(plan) + metadata_bytes(a, len(plan))
     plan = plan_tensors(a, ftype, has_imatrix=has_imatrix)
     data = sum(-(-p.nbytes // 32) * 32 for p in plan)  # tensors are 32-byte aligned
     return data + metadata_bytes(a, len(plan))

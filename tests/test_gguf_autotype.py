@@ -1,0 +1,107 @@
+"""GGUF automatic mixes (--type auto:...): spelling, the budgeted choice on toy numbers, the
+weighted error, and one real mix written by llama.cpp with a type per tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3_quant.errors import UsageError
+from qwen3_quant.formats.gguf.autotype import Option, allocate, mean_kld, parse_auto, weighted_error
+from qwen3_quant.formats.gguf.config import nominal_bits, parse_options
+from qwen3_quant.formats.gguf.naming import parse_gguf_file_name
+from qwen3_quant.formats.gguf.types import normalise_type
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [("auto:4.5bpw", "AUTO_4.5BPW"), ("AUTO-5", "AUTO_5BPW"), ("auto:q4_k_m", "AUTO_Q4_K_M")],
+)
+def test_auto_spellings_have_one_canonical_name_that_file_names_read_back(spelling, canonical):
+    assert normalise_type(spelling) == canonical and parse_auto(canonical) == parse_auto(spelling)
+    parsed = parse_gguf_file_name(f"Qwen3-8B-{canonical}-00001-of-00002.gguf")
+    assert parsed is not None and (parsed.model, parsed.type, parsed.shard) == ("Qwen3-8B", canonical, 1)
+
+
+def test_bad_auto_requests_are_refused_before_any_work():
+    for bad in ("auto:1bpw", "auto:F16", "auto:Q9"):
+        with pytest.raises(UsageError):
+            normalise_type(bad)
+    with pytest.raises(UsageError, match="--no-imatrix"):
+        parse_options({"types": "auto:Q4_K_M", "imatrix": False})
+    assert nominal_bits("AUTO_Q3_K_M") == 3 and nominal_bits("AUTO_4.5BPW") == 4
+
+
+def _opts(*pairs):
+    return [Option(t, b, e) for t, b, e in pairs]
+
+
+def test_allocate_spends_the_budget_where_error_falls_most_per_byte():
+    options = {
+        # "a" gains a lot from its first upgrade, "b" little
+        "a": _opts(("Q2_K", 10, 100.0), ("Q4_K", 20, 10.0), ("Q8_0", 40, 9.0)),
+        "b": _opts(("Q2_K", 10, 20.0), ("Q4_K", 20, 15.0), ("Q8_0", 40, 1.0)),
+    }
+    pick = allocate(options, 30)
+    assert {k: v.ggml_type for k, v in pick.items()} == {"a": "Q4_K", "b": "Q2_K"}
+    assert sum(o.nbytes for o in pick.values()) <= 30
+    big = allocate(options, 80)
+    assert {k: v.ggml_type for k, v in big.items()} == {"a": "Q8_0", "b": "Q8_0"}
+
+
+def test_allocate_skips_options_off_the_convex_hull_and_refuses_an_impossible_budget():
+    # Q3_K is dominated (bigger and worse than Q2_K); Q4_K is under the hull of Q2_K -> Q8_0
+    options = {"t": _opts(("Q2_K", 10, 50.0), ("Q3_K", 12, 60.0), ("Q4_K", 20, 45.0), ("Q8_0", 30, 0.0))}
+    assert allocate(options, 30)["t"].ggml_type == "Q8_0"
+    assert allocate(options, 25)["t"].ggml_type == "Q2_K"  # the hull's next step (to Q8_0) does not fit
+    with pytest.raises(ValueError, match="below the smallest"):
+        allocate(options, 5)
+
+
+def test_weighted_error_weights_columns_and_experts():
+    w = np.zeros((2, 3, 4), dtype=np.float32)  # 2 experts x 3 rows x 4 columns
+    q = w.copy()
+    q[0, :, 1] = 1.0  # expert 0, column 1: 3 rows off by 1
+    q[1, 0, 3] = 2.0  # expert 1, column 3: one row off by 2
+    imp = np.array([[0, 10, 0, 0], [0, 0, 0, 0.5]], dtype=np.float32)
+    assert weighted_error(w, q, imp.reshape(-1)) == pytest.approx(10 * 3 + 0.5 * 4)
+    assert weighted_error(w, q, None) == pytest.approx(3 + 4)
+
+
+def test_mean_kld_is_zero_against_itself_and_positive_otherwise():
+    logits = np.random.default_rng(0).normal(size=(5, 16))
+    ref = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    assert mean_kld(ref, logits) == pytest.approx(0.0, abs=1e-12)
+    assert mean_kld(ref, logits + np.eye(16)[None, 3].repeat(5, 0)) > 1e-3
+
+
+@pytest.mark.slow
+def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro_dense, tmp_path, cache_dir):
+    """The CLI path end to end: a file no larger than Q4_K_M's, a type per tensor as recorded,
+    loaded and run by llama.cpp."""
+    import json
+
+    import gguf
+
+    from qwen3_quant.checkpoint import inspect_checkpoint
+    from qwen3_quant.formats.gguf.build import GGUFBuild
+    from qwen3_quant.formats.gguf.runner import LlamaCppRunner
+    from qwen3_quant.sources import resolve_model
+
+    src = resolve_model(str(micro_dense))
+    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M", "calib": "builtin", "calib_samples": 4})
+    GGUFBuild(src, inspect_checkpoint(src.path), cfg, tmp_path / "out").run()
+    out = tmp_path / "out"
+    q4, auto = out / "Qwen3-Micro-Q4_K_M.gguf", out / "Qwen3-Micro-AUTO_Q4_K_M.gguf"
+    assert auto.stat().st_size <= q4.stat().st_size
+    recipe = json.loads((out / "qwen3_quant.json").read_text())["variants"]["AUTO_Q4_K_M"]["recipe"]
+    written = {
+        t.name: gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(str(auto)).tensors
+    }
+    assert recipe["auto_tensor_types"] and all(
+        written[n] == t for n, t in recipe["auto_tensor_types"].items()
+    )
+    assert len(set(recipe["auto_chosen_counts"])) >= 2  # a real mix, not one type everywhere
+    assert "KL divergence measured in llama.cpp" in recipe["auto_sensitivity"]
+    with LlamaCppRunner(auto, ctx=64, threads=1) as r:
+        assert np.isfinite(r.logits(list(range(100, 132)))).all()
