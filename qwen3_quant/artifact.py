@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, MissingFileError
-from .io import atomic_write_json, file_lock, sha256_file
+from .errors import ArtifactExistsError, ManifestError, MissingFileError
+from .io import atomic_write_json, file_lock, path_inside, sha256_file
 from .provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,10 @@ class Manifest:
         return cls(name, fmt, dict(source))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+    def from_dict(cls, d: dict[str, Any], where: str = MANIFEST) -> Manifest:
+        from .manifest_check import check_manifest
+
+        check_manifest(d, where)
         return cls(
             name=d["name"],
             format=d["format"],
@@ -284,12 +287,25 @@ def load_manifest(folder: Path) -> dict[str, Any]:
         raise MissingFileError(
             f"{folder} has no {MANIFEST}", hint="quantise with qwen3-quant to get an artifact folder"
         )
-    return json.loads(f.read_text())
+    return _parse(f)
 
 
 def load_manifest_or_none(folder: Path) -> dict[str, Any] | None:
     f = Path(folder) / MANIFEST
-    return json.loads(f.read_text()) if f.is_file() else None
+    return _parse(f) if f.is_file() else None
+
+
+def _parse(f: Path) -> dict[str, Any]:
+    """The manifest's JSON, checked for shape (types, sizes, file names inside the folder)."""
+    from .manifest_check import check_manifest
+
+    try:
+        d = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(
+            f"{f} is not valid JSON ({exc})", hint="restore the manifest or quantise again"
+        ) from exc
+    return check_manifest(d, str(f))
 
 
 def record_variant(
@@ -314,7 +330,7 @@ def record_variant(
         m.schema = SCHEMA
         m.tool = {"name": "qwen3-quant", "version": tool_version()}
         for f in [*files, *shared_files]:
-            p = folder / f
+            p = path_inside(folder, f, what=f"{folder}: file of {variant}")
             m.files[f] = FileRecord(p.stat().st_size, sha256_file(p))
         m.variants[variant] = VariantRecord(
             files=list(files),
@@ -349,7 +365,7 @@ def verify_files(
     bad = []
     for f in files if files is not None else list(manifest.files):
         rec = manifest.files.get(f)
-        p = Path(folder) / f
+        p = path_inside(Path(folder), f, what=f"{folder}/{MANIFEST}: file entry")
         if rec is None or not p.is_file() or p.stat().st_size != rec.size or sha256_file(p) != rec.sha256:
             bad.append(f)
     return bad

@@ -143,7 +143,8 @@ def _shard_files(path: Path) -> list[Path]:
 
 
 def inspect_checkpoint(path: str | Path, *, check_tensors: bool = True) -> CheckpointInfo:
-    """Validate an unquantised Qwen3 / Qwen3-MoE checkpoint folder and describe it."""
+    """Validate an unquantised Qwen3 / Qwen3-MoE checkpoint folder (config, safetensors headers,
+    tokenizer files) and describe it."""
     p = Path(path).expanduser()
     if not p.is_dir():
         raise MissingFileError(f"model folder not found: {p}", hint="pass an existing checkpoint folder")
@@ -178,10 +179,55 @@ def inspect_checkpoint(path: str | Path, *, check_tensors: bool = True) -> Check
             f"{p} has no tokenizer (tokenizer.json, or vocab.json and merges.txt)",
             hint="copy the tokenizer files of the source model into the folder",
         )
+    check_tokenizer(p)
     info = CheckpointInfo(p, cfg, arch, shards, tensors, tok, dtypes={t.dtype for t in tensors.values()})
     if check_tensors:
         _check_tensors(info)
     return info
+
+
+def _read_json(path: Path, fix: str) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not UTF-8 text", hint=fix) from exc
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", hint=fix
+        ) from exc
+
+
+def check_tokenizer(folder: Path) -> None:
+    """Parse the tokenizer files a runtime will load: ``tokenizer.json`` (a BPE model with a vocab
+    and merges, as Qwen3's is), else ``vocab.json`` + ``merges.txt``; ``tokenizer_config.json``
+    when present. A truncated or hand-mangled file raises one :class:`CheckpointError`."""
+    fix = "copy the tokenizer files of the source model into the folder again"
+    tj = folder / "tokenizer.json"
+    if tj.is_file():
+        doc = _read_json(tj, fix)
+        model = doc.get("model") if isinstance(doc, dict) else None
+        if not isinstance(model, dict):
+            raise CheckpointError(f"{tj} has no tokenizer model", hint=fix)
+        if model.get("type", "BPE") != "BPE":
+            raise CheckpointError(
+                f"{tj} holds a {model.get('type')} tokenizer, not BPE as Qwen3's is", hint=fix
+            )
+        vocab, merges = model.get("vocab"), model.get("merges")
+        if not isinstance(vocab, dict) or not vocab:
+            raise CheckpointError(f"{tj}: the BPE model has no vocab", hint=fix)
+        if not isinstance(merges, list) or not merges:
+            raise CheckpointError(f"{tj}: the BPE model has no merges", hint=fix)
+    elif (folder / "vocab.json").is_file():
+        vocab = _read_json(folder / "vocab.json", fix)
+        if not isinstance(vocab, dict) or not vocab:
+            raise CheckpointError(f"{folder / 'vocab.json'} is not a token -> id map", hint=fix)
+    else:
+        raise CheckpointError(
+            f"{folder} has no tokenizer (tokenizer.json, or vocab.json and merges.txt)", hint=fix
+        )
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file() and not isinstance(_read_json(cfg, fix), dict):
+        raise CheckpointError(f"{cfg} is not a JSON object", hint=fix)
 
 
 def _check_tensors(info: CheckpointInfo) -> None:

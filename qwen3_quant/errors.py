@@ -34,8 +34,18 @@ class UnknownFormatError(UsageError):
     pass
 
 
+class DeviceError(UsageError):
+    """A device that is not there (``--device cuda`` without a GPU or a CUDA torch), or a job that
+    does not fit in the chosen GPU's memory."""
+
+
 class MissingFileError(Qwen3QuantError):
     pass
+
+
+class CalibrationError(UsageError):
+    """Calibration data that cannot be used: an unreadable, empty or malformed file or source, or
+    a Hub dataset that cannot be reached."""
 
 
 class CheckpointError(Qwen3QuantError):
@@ -48,6 +58,10 @@ class DependencyMissingError(Qwen3QuantError):
 
 class DiskFullError(Qwen3QuantError):
     pass
+
+
+class NotWritableError(Qwen3QuantError):
+    """An output folder that cannot be written: read-only mount, a path under a file, no permission."""
 
 
 class ArtifactExistsError(Qwen3QuantError):
@@ -70,6 +84,20 @@ class ValidationFailedError(Qwen3QuantError):
 
 class PublishError(Qwen3QuantError):
     pass
+
+
+class UnsafePathError(Qwen3QuantError):
+    """A path read from a manifest, build file, state file or Hub response that would leave the
+    folder it belongs to (``..``, an absolute path, a symlink leading out)."""
+
+
+class ManifestError(Qwen3QuantError):
+    """A manifest (``qwen3_quant.json``) or state file that is not shaped as qwen3-quant writes it."""
+
+
+class MergeConflictError(Qwen3QuantError):
+    """Two CI cells' outputs that cannot be merged into one artifact folder (the same variant or
+    file with different contents, or folders made from different checkpoints)."""
 
 
 class FormatContractError(Qwen3QuantError, TypeError):

@@ -1,4 +1,5 @@
-"""Safe file output: temporary names renamed when complete, free-space checks, checksums."""
+"""Safe file output: temporary names renamed when complete, free-space checks, checksums, and paths
+from untrusted data (manifests, build and state files, Hub responses) kept inside their folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, DiskFullError
+from .errors import ArtifactExistsError, DiskFullError, NotWritableError, UnsafePathError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,43 @@ def ensure_free_space(
             f"not enough disk space to {what}: needs about {human_bytes(needed)}, {human_bytes(free)} free at {path}",
             hint="free some space or choose another output folder",
         )
+
+
+def check_writable(folder: Path, *, what: str = "output folder") -> None:
+    """Raise :class:`NotWritableError` (one line) unless files can be created in ``folder``.
+
+    ``folder`` need not exist: its nearest existing ancestor must be a folder in which a file can
+    be created (probed with a temporary file, so read-only mounts and permissions are both seen,
+    whoever runs it). Nothing is left behind.
+    """
+    folder = Path(folder).expanduser()
+    top = p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        if p.is_symlink():  # a dangling link: mkdir would fail on it
+            raise NotWritableError(
+                f"cannot write the {what} {folder}: {p} is a broken symbolic link",
+                hint="remove the link or choose another folder",
+            )
+        p = p.parent
+    if not p.is_dir():
+        where = "is a file" if p == top else f"is under {p}, which is a file"
+        raise NotWritableError(f"cannot write the {what} {folder}: it {where}", hint="choose a folder path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qwen3-quant-write-check.", dir=p)
+    except OSError as exc:
+        why = {
+            errno.EROFS: "is on a read-only file system",
+            errno.EACCES: "is not writable (permission denied)",
+            errno.EPERM: "is not writable (operation not permitted)",
+            errno.ENOSPC: "is on a full disk",
+            errno.EDQUOT: "is on a disk over its quota",
+        }.get(exc.errno or 0, f"is not writable ({exc.strerror or exc})")
+        place = p if p == top else f"{p} (where {folder} would be created)"
+        raise NotWritableError(
+            f"cannot write the {what}: {place} {why}", hint="choose a writable folder"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager
@@ -103,6 +142,18 @@ def make_readable(folder: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as ``None``, for JSON that strict parsers (jq, JSON.parse)
+    accept."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -180,3 +231,98 @@ def file_lock(lock_file: Path, *, blocking: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- paths read from data ------------------------------------------------------------------------
+
+_PATH_HINT = "the file names in it must stay inside its folder; it was edited or made by another tool"
+
+
+def _refuse(what: str, name: object, why: str, hint: str) -> UnsafePathError:
+    return UnsafePathError(f"{what}: refusing the path {name!r}: {why}", hint=hint)
+
+
+def safe_relpath(name: object, *, what: str = "path", hint: str = _PATH_HINT) -> str:
+    """``name`` if it is a relative POSIX path that stays below its folder, else
+    :class:`UnsafePathError` naming it (``..``, an absolute path, a drive, a backslash, an empty
+    part, a NUL, a non-string)."""
+    if not isinstance(name, str):
+        raise _refuse(what, name, f"a {type(name).__name__}, not a file name", hint)
+    if not name or "\x00" in name:
+        raise _refuse(what, name, "empty or holds a NUL byte", hint)
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise _refuse(what, name, "an absolute path", hint)
+    if "\\" in name:
+        raise _refuse(what, name, "holds a backslash", hint)
+    parts = name.split("/")
+    if ".." in parts:
+        raise _refuse(what, name, "leads out of its folder (..)", hint)
+    if any(p in ("", ".") for p in parts):
+        raise _refuse(what, name, "has an empty or '.' part", hint)
+    return name
+
+
+def safe_name(name: object, *, what: str = "name", hint: str = _PATH_HINT) -> str:
+    """``name`` if it is one plain path component (a folder or file name), else :class:`UnsafePathError`."""
+    safe_relpath(name, what=what, hint=hint)
+    if "/" in name:  # type: ignore[operator]
+        raise _refuse(what, name, "holds a '/' where one name is expected", hint)
+    return name  # type: ignore[return-value]
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to ``root`` or below it."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def path_inside(root: Path, rel: object, *, what: str = "path", hint: str = _PATH_HINT) -> Path:
+    """``root / rel`` after checking that ``rel`` is a safe relative path and that no symlink on
+    the way leads out of ``root``; :class:`UnsafePathError` naming the entry otherwise."""
+    root = Path(root)
+    p = root / safe_relpath(rel, what=what, hint=hint)
+    if not is_inside(p, root):
+        raise _refuse(what, rel, f"a symlink leads out of {root}", hint)
+    return p
+
+
+# --- copies that never share storage with their source ----------------------------------------------
+
+_FICLONE = 0x40049409  # linux/fs.h: share the blocks copy-on-write (btrfs, XFS, bcachefs, ...)
+
+
+def _reflink(src_fd: int, dst_fd: int) -> bool:
+    try:
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+    except OSError:
+        return False
+    return True
+
+
+def copy_file_hashed(src: Path, dst: Path, on_bytes=None) -> tuple[str, str]:
+    """Copy ``src`` to a new file ``dst`` (never through a symlink at ``dst``) and return the
+    sha256 of what ``dst`` holds and how it was made: ``"reflink"`` (copy-on-write clone, where the
+    filesystem has it: a later change to ``src`` does not reach ``dst``) or ``"copy"``.
+    ``on_bytes(n)`` reports progress."""
+    h = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with open(src, "rb") as fin:
+        fd = os.open(dst, flags, 0o666)
+        with disk_errors(Path(dst)), os.fdopen(fd, "wb") as fout:
+            if _reflink(fin.fileno(), fout.fileno()):
+                how = "reflink"
+                with open(dst, "rb") as back:
+                    while block := back.read(8 << 20):
+                        h.update(block)
+                        if on_bytes:
+                            on_bytes(len(block))
+            else:
+                how = "copy"
+                while block := fin.read(8 << 20):
+                    h.update(block)
+                    fout.write(block)
+                    if on_bytes:
+                        on_bytes(len(block))
+            fout.flush()
+            os.fsync(fout.fileno())
+    return h.hexdigest(), how

@@ -41,7 +41,11 @@ def model_rows() -> list[dict[str, Any]]:
 
 
 def estimate_rows(formats: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per (format, type, model): estimated artifact bytes and peak bytes to quantise."""
+    """One row per (format, type, model): estimated artifact bytes, peak host bytes to quantise,
+    peak GPU bytes to quantise on CUDA (``None`` where the format's quantisation uses no GPU), and
+    peak bytes to validate with the default evaluation options."""
+    from .working_set import validation_estimate
+
     rows = []
     for fname in formats or list(FORMATS):
         fmt = get_format(fname)
@@ -55,6 +59,8 @@ def estimate_rows(formats: list[str] | None = None) -> list[dict[str, Any]]:
                         "model": name,
                         "artifact_bytes": est.artifact_bytes,
                         "quantise_peak_bytes": est.quantise_peak_bytes,
+                        "gpu_peak_bytes": est.gpu_peak_bytes,
+                        "validate_peak_bytes": validation_estimate(fmt, e.arch, variant),
                     }
                 )
     return rows

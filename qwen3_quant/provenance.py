@@ -22,6 +22,8 @@ class Provenance:
     command: str  # a shell command line (cli, build) or a Python call (python) that reproduces it
     build_file: str | None = None  # for kind "build": the build file and the cell that ran
     cell: str | None = None
+    # the device the quantisation computed on (qwen3_quant.device facts: name, driver, CUDA, VRAM)
+    quantised_on: dict[str, Any] | None = None
 
     @property
     def language(self) -> str:
@@ -35,7 +37,13 @@ class Provenance:
     def from_dict(cls, d: Mapping[str, Any] | None) -> Provenance | None:
         if not d or not d.get("command"):
             return None
-        return cls(str(d.get("kind", "cli")), str(d["command"]), d.get("build_file"), d.get("cell"))
+        return cls(
+            str(d.get("kind", "cli")),
+            str(d["command"]),
+            d.get("build_file"),
+            d.get("cell"),
+            dict(d["quantised_on"]) if d.get("quantised_on") else None,
+        )
 
 
 def shell_command(words: Sequence[Any]) -> str:

@@ -133,7 +133,8 @@ def download_snapshot(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = not download or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    env_offline = os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+    offline = not download or env_offline
     try:
         if not offline:
             _check_space_for(repo_id, revision, cache_dir)
@@ -145,9 +146,16 @@ def download_snapshot(
             local_files_only=offline,
         )
     except LocalEntryNotFoundError as exc:
+        # huggingface_hub raises this offline, and also online when the Hub cannot be reached
+        if env_offline:
+            why, hint = "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to download it"
+        elif offline:
+            why, hint = "downloads are off", "download it once online"
+        else:
+            why, hint = "the Hub could not be reached", "check the network"
         raise DownloadError(
-            f"{repo_id} is not in the local Hugging Face cache and downloads are off",
-            hint="download it once online, unset HF_HUB_OFFLINE, or pass a local folder",
+            f"{repo_id} is not in the local Hugging Face cache and {why}",
+            hint=f"{hint}, or pass a local folder",
         ) from exc
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)

@@ -12,13 +12,32 @@ from .eval.evaluate import EvalOptions, EvalResult, EvalTarget, eval_targets, ev
 from .eval.gates import Gates, default_gates
 from .formats import FORMATS, get_format
 from .formats.base import Progress, no_progress
-from .io import sha256_file
+from .io import path_inside, sha256_file
 
 log = logging.getLogger(__name__)
 
 
-def _failed(target: EvalTarget, error: str) -> EvalResult:
-    """The result of a variant that could not be evaluated (did not load, crashed in its runtime)."""
+def check_eval_inputs(options: EvalOptions) -> None:
+    """Refuse evaluation inputs that would fail only after hours of quantising: an unreadable,
+    empty or non-UTF-8 ``text``, an unwritable ``reference_dir``, a ``device`` that is not there.
+    One-line typed errors."""
+    from .device import resolve_device
+    from .errors import UsageError
+    from .io import check_writable
+    from .textdata import load_eval_text
+
+    resolve_device(options.device)
+
+    name, text = load_eval_text(options.text)
+    if not text.strip():
+        raise UsageError(f"the evaluation text {name} is empty", hint="pass a text file with content")
+    if options.reference_dir is not None:
+        check_writable(Path(options.reference_dir), what="reference folder")
+
+
+def _failed(target: EvalTarget, error: str, gate: str = "loads") -> EvalResult:
+    """The result of a variant that could not be evaluated: ``gate`` ``loads`` when it did not
+    load in its runtime, ``evaluates`` when the evaluation failed for another reason."""
     return EvalResult(
         artifact=str(target.path),
         runtime=target.runtime,
@@ -33,7 +52,7 @@ def _failed(target: EvalTarget, error: str) -> EvalResult:
         perplexity=math.nan,
         variant=target.variant,
         passed=False,
-        gates=[{"name": "loads", "value": 0.0, "limit": 1.0, "passed": False, "error": error}],
+        gates=[{"name": gate, "value": 0.0, "limit": 1.0, "passed": False, "error": error}],
     )
 
 
@@ -75,7 +94,17 @@ def measured_files(folder: Path, manifest: Manifest, variant: str) -> dict[str, 
     """The sha256 of the files a validation of ``variant`` measures, hashed as it starts."""
     fmt = get_format(manifest.format) if manifest.format in FORMATS else None
     files = manifest.files_of(variant, with_shared=fmt is None or fmt.variant_counts_shared_files)
-    return {f: sha256_file(folder / f) for f in files if (folder / f).is_file()}
+    paths = {f: path_inside(folder, f, what=f"{folder}: file of {variant}") for f in files}
+    return {f: sha256_file(p) for f, p in paths.items() if p.is_file()}
+
+
+def _naming(progress: Progress, variant: str) -> Progress:
+    """The reports of one variant's validation, named after it: ``validate Q4_K_M: scoring in llama.cpp``."""
+
+    def report(stage: str, done: float, total: float) -> None:
+        progress(f"validate {variant}: {stage}", done, total)
+
+    return report
 
 
 def validate_artifact(
@@ -91,7 +120,7 @@ def validate_artifact(
 
     A variant that fails to load in its runtime is recorded as failed with the error, not raised.
     """
-    from .errors import Qwen3QuantError
+    from .errors import Qwen3QuantError, RuntimeLoadError
 
     folder = Path(folder)
     m = Manifest.read(folder)
@@ -102,12 +131,14 @@ def validate_artifact(
         gates = gates_for(m, name, gate_overrides)
         hashes = measured_files(folder, m, name)
         try:
-            res = evaluate(target, options=options, gates=gates, progress=progress)
+            res = evaluate(target, options=options, gates=gates, progress=_naming(progress, name))
             record = ValidationRecord(bool(res.passed), gates.to_dict(), res.to_dict(), files_sha256=hashes)
         except Qwen3QuantError as exc:
             log.error("%s %s failed validation: %s", folder.name, name, exc.one_line())
             record = ValidationRecord(False, gates.to_dict(), error=exc.one_line(), files_sha256=hashes)
-            res = _failed(target, exc.one_line())
+            res = _failed(
+                target, exc.one_line(), "loads" if isinstance(exc, RuntimeLoadError) else "evaluates"
+            )
         record_validation(folder, name, record)
         results.append(res)
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,13 +12,17 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
+from qwen3_quant.artifact import Manifest, verify_files
 from qwen3_quant.build import build, collect, github_matrix, load_build, plan
 from qwen3_quant.build.spec import parse_build, select
 from qwen3_quant.build.state import inputs_hash, load_state
 from qwen3_quant.errors import UsageError
+from qwen3_quant.io import free_bytes
+from qwen3_quant.publish import publish
 
 SMALL_EVAL = """
 [eval]
@@ -117,13 +122,11 @@ def test_plan_skips_what_the_machine_cannot_hold(tmp_path):
     )
     assert rows["Qwen3-0.6B/gguf/Q4_K_M"].status == "todo"
     assert 0.35e9 < rows["Qwen3-0.6B/gguf/Q4_K_M"].artifact_bytes < 0.45e9
-    m = github_matrix(f)
-    assert {c["cell"] for c in m["include"]} == {
-        "Qwen3-0.6B/gptq/4",
-        "Qwen3-0.6B/gguf/Q4_K_M",
-        "Qwen3-235B-A22B/gguf/Q4_K_M",
-    }
-    assert all("/" not in c["slug"] for c in m["include"])
+    # the disk is checked too: the 235B bf16 download alone is 470 GB
+    big = rows["Qwen3-235B-A22B/gguf/Q4_K_M"]
+    assert big.needs.disk_bytes > 470e9
+    if big.peak_bytes < psutil.virtual_memory().total and big.needs.disk_bytes > free_bytes(Path("o")):
+        assert big.status == "skip" and "GB of disk" in big.reason
 
 
 def test_cli_plan_and_matrix(tmp_path):
@@ -214,22 +217,49 @@ def test_kill_in_the_middle_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_ci_matrix_cells_then_collect(tmp_path):
+def test_ci_matrix_cells_then_collect_and_publish_every_variant(tmp_path):
+    """The example workflow, simulated: every matrix cell runs as its own job into its own folder,
+    the collect step merges them variant by variant, and every variant is published."""
     f = write_build(
         tmp_path, '\n[[format]]\nname = "gguf"\ntypes = ["Q8_0", "Q4_K_M"]\n', models=("Qwen3-Micro",)
     )
-    outs = []
-    for i, cell in enumerate(c["cell"] for c in github_matrix(f)["include"]):
-        o = tmp_path / f"job{i}"
-        r = build(f, out=o, cells=[cell])
-        assert r.entries[cell]["status"] == "passed" and r.report_dir is None
-        outs.append(o)
-    # the collect job merges the jobs' states (their artifact paths stay valid here)
-    res = collect(f, out=tmp_path / "merged", states=[o / "build" for o in outs], publish=False)
-    assert set(res.entries) == {"Qwen3-Micro/gguf/Q8_0", "Qwen3-Micro/gguf/Q4_K_M"}
-    assert all(e["status"] == "passed" for e in res.entries.values())
+    matrix = github_matrix(f)["include"]
+    assert {c["runs_on"] for c in matrix} == {"ubuntu-latest"}
+    jobs = []
+    for c in matrix:  # each job as the workflow runs it: its own process and --out folder
+        o = tmp_path / "cells" / f"cell-{c['slug']}"
+        cmd = [sys.executable, "-m", "qwen3_quant.cli", "build", str(f), "--out", str(o), "--cell", c["cell"]]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=600)
+        assert load_state(o / "build")["cells"][c["cell"]]["status"] == "passed"
+        assert not (o / "report").exists()
+        jobs.append(o)
+    merged = tmp_path / "merged"
+    res = collect(f, out=merged, states=jobs)
+    assert {c: e["status"] for c, e in res.entries.items()} == {
+        "Qwen3-Micro/gguf/Q8_0": "passed",
+        "Qwen3-Micro/gguf/Q4_K_M": "passed",
+    }
+    assert res.exit_code == 0
+    for e in res.entries.values():  # the state points at the merged folder, not at a job's
+        assert Path(e["artifact_dir"]).parent == merged / "artifacts"
+    art = merged / "artifacts" / "Qwen3-Micro-GGUF"
+    m = Manifest.read(art)
+    assert set(m.variants) == {"Q8_0", "Q4_K_M"} and verify_files(art, m) == []
+    assert [f for f in m.shared_files if f.endswith(".imatrix.gguf")]  # Q4_K_M's job made it
+    # the merged folder owns its files: the jobs' folders can go
+    for o in jobs:
+        shutil.rmtree(o)
+    assert verify_files(art, Manifest.read(art)) == []
+    pub = tmp_path / "pub" / "Qwen3-Micro-GGUF"
+    assert res.published == [str(pub)]
+    assert set(Manifest.read(pub).variants) == {"Q8_0", "Q4_K_M"}
+    for v in ("Q8_0", "Q4_K_M"):
+        one = publish(art, tmp_path / "one" / v, variants=[v])
+        assert one.variants == [v]
     assert (res.report_dir / "report.md").read_text().count("Qwen3-Micro/gguf/") == 2
-    assert load_state(tmp_path / "merged" / "build")["cells"].keys() == res.entries.keys()
+    # collecting again (nothing new) keeps what was merged
+    again = collect(f, out=merged, states=[], publish=False)
+    assert all(e["status"] == "passed" for e in again.entries.values())
 
 
 @pytest.mark.slow

@@ -117,7 +117,9 @@ class F16Copy(QuantFormat):
     def variants(self, config: str) -> list[str]:
         return [config]
 
-    def quantize(self, source, info, config, out_dir, *, overwrite=False, progress=None, provenance=None):
+    def quantize(
+        self, source, info, config, out_dir, *, overwrite=False, progress=None, provenance=None, device=None
+    ):
         import torch
         from safetensors.torch import load_file, save_file
 

@@ -197,6 +197,19 @@ def test_layerwise_collection_equals_a_whole_model_forward(micro_dense, dense_im
         assert np.allclose(got, want, rtol=2e-4, atol=1e-6), name
 
 
+def test_the_device_path_on_the_cpu_is_the_cpu_path(micro_dense, dense_imatrix, calib_samples):
+    """The device-generic collection (tensors placed on ``device``) run with the CPU device gives the
+    same statistics, bit for bit, as the default call (tests/test_gpu.py compares CUDA with it)."""
+    from qwen3_quant.device import resolve_device
+
+    cpu = resolve_device("cpu")
+    im = collect_imatrix(inspect_checkpoint(micro_dense), calib_samples, device=cpu)
+    assert set(im.entries) == set(dense_imatrix.entries)
+    for name, e in im.entries.items():
+        assert np.array_equal(e.sums, dense_imatrix.entries[name].sums), name
+        assert np.array_equal(e.counts, dense_imatrix.entries[name].counts), name
+
+
 @pytest.mark.slow
 def test_imatrix_moe_counts_routed_tokens_per_expert(micro_moe, calib_samples):
     cfg = json.loads((micro_moe / "config.json").read_text())

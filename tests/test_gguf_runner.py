@@ -99,6 +99,16 @@ def test_splits_load_and_match_the_single_file(micro_dense, dense_f32, tmp_path,
         LlamaCppRunner(parts[0], ctx=64)
 
 
+def test_logits_in_blocks_equal_the_window_logits(dense_f32):
+    ids = list(np.random.default_rng(0).integers(0, 8000, 300))
+    with LlamaCppRunner(dense_f32, ctx=512, kv_type="f32") as r:  # f16 keys round differently by batch
+        whole = r.logits(ids)
+        r.ubatch = 128  # three blocks, decoded one after the other with the KV cache
+        blocks = [(a, b.copy()) for a, b in r.logits_blocks(ids)]  # a block is valid until the next
+    assert [a for a, _ in blocks] == [0, 128, 256]
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks]), whole, atol=1e-5)
+
+
 def test_tokenizer_matches_hf_on_udhr(dense_f32, hf_tok, shared_data):
     """All 60 UDHR languages (Chinese, Japanese, Arabic, Hindi, ...), whole files.
 

@@ -9,11 +9,15 @@ import sys
 import pytest
 
 from qwen3_quant.calib import load_mix, parse_mix
+from qwen3_quant.errors import CalibrationError, DependencyMissingError
 
 QA = [
     {"question": f"What is {a} + {b}?", "answer": f"Add {a} and {b} to get {a + b}.\n#### {a + b}"}
     for a, b in [(2, 3), (10, 7), (4, 4), (12, 30)]
 ]
+
+
+QA_FIELDS = {"user": "{question}", "assistant": "{answer}"}
 
 
 def chat_mix(path, **extra):
@@ -76,35 +80,28 @@ def test_rows_of_messages_render_through_the_template(micro_dense, tmp_path):
     assert "Seven" not in off.texts[0] and off.texts[0].rstrip().endswith("7<|im_end|>")
 
 
-def test_unreadable_sources_are_skipped_and_recorded(micro_dense, qa_file, tmp_path):
+def test_an_unreadable_hub_source_fails_the_build_in_one_line(micro_dense, qa_file, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     mix = parse_mix(
         {
             "name": "m",
             "samples": 4,
             "seq_len": 32,
             "source": [
-                {"name": "gone", "kind": "text", "path": str(tmp_path / "nothing-*.txt"), "share": 0.5},
-                {"name": "hub", "kind": "hf-dataset", "dataset": "no-such-org/no-such-set", "share": 0.2},
-                {"name": "qa", "kind": "jsonl-chat", "path": str(qa_file), "share": 0.3},
+                {"name": "qa", "kind": "jsonl-chat", "path": str(qa_file), "share": 0.5, "fields": QA_FIELDS},
+                {"name": "hub", "kind": "hf-dataset", "dataset": "no-such-org/no-such-set", "share": 0.5},
             ],
         }
     )
-    cs = mix.build(micro_dense)
-    s = cs.summary()
-    assert s["skipped_sources"] == ["gone", "hub"] and not s["fallback"]
-    assert s["sources"] == {"qa": {"samples": 4, "tokens": cs.n_tokens}}
-    nothing = parse_mix(
-        {
-            "name": "n",
-            "samples": 2,
-            "seq_len": 16,
-            "source": [{"name": "gone", "kind": "text", "path": "/nope/*.txt", "share": 1}],
-        }
-    ).build(micro_dense)
-    assert nothing.fallback and nothing.summary()["sources"].keys() == {"builtin-pydoc"}
+    with pytest.raises(
+        CalibrationError, match="source hub: Hub dataset no-such-org/no-such-set cannot be read"
+    ) as e:
+        mix.build(micro_dense)
+    assert "\n" not in e.value.one_line() and "--calib default" in e.value.hint
 
 
-def test_hub_dataset_without_the_datasets_extra_is_skipped(micro_dense, caplog, monkeypatch):
+def test_hub_dataset_without_the_datasets_extra_names_the_extra(micro_dense, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
     mix = parse_mix(
         {
@@ -114,6 +111,6 @@ def test_hub_dataset_without_the_datasets_extra_is_skipped(micro_dense, caplog, 
             "source": [{"name": "hub", "kind": "hf-dataset", "dataset": "x/y", "share": 1}],
         }
     )
-    cs = mix.build(micro_dense)
-    assert cs.skipped == ["hub"] and cs.fallback
-    assert "qwen3-quant[datasets]" in caplog.text
+    with pytest.raises(DependencyMissingError, match="datasets is not installed") as e:
+        mix.build(micro_dense)
+    assert "qwen3-quant[datasets]" in e.value.hint

@@ -106,8 +106,11 @@ def test_recipe_key_ignores_how_the_mix_was_named():
     assert a.key() != f.parse_options({"bits": 8}).key()
 
 
-def test_cli_rejects_bad_options_before_loading_anything():
+def test_cli_rejects_bad_options_before_loading_anything(monkeypatch):
     from qwen3_quant.cli import main
+
+    for name in [m for m in sys.modules if m == "gptqmodel" or m.startswith("gptqmodel.")]:
+        monkeypatch.delitem(sys.modules, name)  # an earlier test may have imported it; restored after
 
     r = CliRunner().invoke(main, ["quantize", "Qwen3-Micro", "--format", "awq", "--act-order"])
     assert r.exit_code == 2 and "--act-order does not apply to AWQ" in r.output

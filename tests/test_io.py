@@ -63,3 +63,25 @@ def test_atomic_write_json_and_sha(tmp_path):
     assert p.read_text().strip().startswith("{")
     assert len(io.sha256_file(p)) == 64
     assert io.human_bytes(5.03e9) == "5.03 GB"
+
+
+def test_copy_file_hashed_makes_an_independent_copy_and_never_writes_through_a_link(tmp_path):
+    import hashlib
+
+    from qwen3_quant.io import copy_file_hashed
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"weights" * 1000)
+    seen = []
+    sha, how = copy_file_hashed(src, tmp_path / "dst.bin", seen.append)
+    assert sha == hashlib.sha256(src.read_bytes()).hexdigest() and how in ("reflink", "copy")
+    assert sum(seen) == 7000
+    with open(src, "r+b") as fh:  # a change to the source in place does not reach the copy
+        fh.write(b"CHANGED")
+    assert (tmp_path / "dst.bin").read_bytes() == b"weights" * 1000
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "link").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        copy_file_hashed(src, tmp_path / "link")
+    assert victim.read_bytes() == b"keep"

@@ -144,7 +144,7 @@ def test_forced_card_says_so_at_the_top(tmp_path):
     assert warning < card.index("## Validation")
     head = card[warning : card.index("## Validation")]
     assert "Q2_K (max_ppl_increase_pct 250 > 100; max_kld_mean 3.6 > 1.2" in head
-    assert "Q3_K_M (not validated)" in head and "IQ4_XS (failed to load" in head
+    assert "Q3_K_M (not validated)" in head and "IQ4_XS (validation error: llama.cpp could not load" in head
     assert "Q4_K_M" not in head
     assert "**FAIL**" in card and "**not validated**" in card
     ev = json.loads(b.file(EVAL_JSON).data)

@@ -10,7 +10,15 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from qwen3_quant.artifact import MANIFEST, load_manifest, verify_files
+from qwen3_quant.artifact import (
+    MANIFEST,
+    Manifest,
+    ValidationRecord,
+    load_manifest,
+    record_validation,
+    record_variant,
+    verify_files,
+)
 from qwen3_quant.cli import main
 from qwen3_quant.errors import ArtifactExistsError, PublishError, UsageError, ValidationFailedError
 from qwen3_quant.publish import build_bundle, publish
@@ -34,9 +42,9 @@ def test_local_publish_end_to_end(gguf, tmp_path):
     m = load_manifest(gguf)
     assert _listing(dest) == sorted([*m["files"], CARD, EVAL_JSON, MANIFEST, CHECKSUMS])
     assert not list(dest.parent.glob("*.partial"))
-    # same filesystem: the weights are hard links, not copies
+    # the weights are copies (or copy-on-write clones), never hard links to the artifact's files
     for f in m["files"]:
-        assert os.stat(dest / f).st_ino == os.stat(gguf / f).st_ino
+        assert os.stat(dest / f).st_ino != os.stat(gguf / f).st_ino
     if shutil.which("sha256sum"):
         out = subprocess.run(
             ["sha256sum", "-c", CHECKSUMS], cwd=dest, capture_output=True, text=True, timeout=60
@@ -55,10 +63,36 @@ def test_local_publish_end_to_end(gguf, tmp_path):
     assert before == {p: os.stat(dest / p).st_mtime_ns for p in _listing(dest)}
 
 
+def test_published_folder_does_not_change_when_the_artifact_is_edited_in_place(gguf, tmp_path):
+    dest = tmp_path / "pub"
+    publish(gguf, dest)
+    victim = "Qwen3-8B-Q4_K_M.gguf"
+    before = (dest / victim).read_bytes()
+    with open(gguf / victim, "r+b") as fh:  # edit in place: a hard link would carry this over
+        fh.seek(5)
+        fh.write(b"CORRUPTED")
+    assert (dest / victim).read_bytes() == before
+    if shutil.which("sha256sum"):
+        out = subprocess.run(["sha256sum", "-c", CHECKSUMS], cwd=dest, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_hard_links_only_when_asked(gguf, tmp_path):
+    dest = tmp_path / "linked"
+    res = publish(gguf, dest, hard_link=True)
+    for f in load_manifest(gguf)["files"]:
+        assert os.stat(dest / f).st_ino == os.stat(gguf / f).st_ino
+    assert set(res.uploaded) == {f.path for f in res.files}
+    with pytest.raises(UsageError, match="--hard-link applies to folder targets only"):
+        publish(gguf, "hf://org/x", hard_link=True, dry_run=True)
+    r = CliRunner().invoke(main, ["publish", "--help"])
+    assert "--hard-link" in r.output
+
+
 def test_copies_and_rehashes_across_filesystems(gguf, tmp_path, monkeypatch):
     monkeypatch.setattr("qwen3_quant.publish.local._can_link", lambda *a: False)
     dest = tmp_path / "copy"
-    publish(gguf, dest)
+    publish(gguf, dest, hard_link=True)  # asked for links, but the filesystems differ: copies
     for f in load_manifest(gguf)["files"]:
         assert os.stat(dest / f).st_ino != os.stat(gguf / f).st_ino
         assert (dest / f).read_bytes() == (gguf / f).read_bytes()
@@ -163,3 +197,40 @@ def test_cli_publish_to_a_folder(gguf, tmp_path):
     r = runner.invoke(main, ["publish", str(bad), "--to", str(tmp_path / "bad-pub")])
     assert r.exit_code == 3 and "refusing to publish Qwen3-8B-AWQ" in r.output
     assert not (tmp_path / "bad-pub").exists()
+
+
+def test_refuses_a_validation_of_other_bytes_than_the_file_published(tmp_path):
+    """Two runs on one folder: run A validated its file, run B (--overwrite) replaced the file and
+    recorded it, then A's validation landed. The validation names the sha256 it measured, so
+    publish sees that it vouches for A's bytes, not for the file it would upload."""
+    art = make_artifact(tmp_path / "art", "gguf", variants={"Q4_K_M": 4})
+    m = Manifest.read(art)
+    a_validation = m.variants["Q4_K_M"].validation
+    assert a_validation.files_sha256 == {"Qwen3-8B-Q4_K_M.gguf": m.files["Qwen3-8B-Q4_K_M.gguf"].sha256}
+    (art / "Qwen3-8B-Q4_K_M.gguf").write_bytes(b"run B's weights" * 100)  # run B
+    rec = m.variants["Q4_K_M"]
+    record_variant(
+        art, name=m.name, fmt="gguf", source=m.source, variant="Q4_K_M", files=rec.files, recipe=rec.recipe
+    )
+    record_validation(art, "Q4_K_M", a_validation)  # run A finishes last
+    with pytest.raises(ValidationFailedError) as err:
+        publish(art, tmp_path / "pub")
+    line = err.value.one_line()
+    assert "validated a different Qwen3-8B-Q4_K_M.gguf than the one recorded" in line
+    assert "validate the files now in the folder" in line and not (tmp_path / "pub").exists()
+    # a validation that names no hashes cannot vouch for the file either
+    record_validation(art, "Q4_K_M", ValidationRecord(True, a_validation.gates, a_validation.result))
+    with pytest.raises(ValidationFailedError, match="does not name the sha256 of Qwen3-8B-Q4_K_M.gguf"):
+        publish(art, tmp_path / "pub")
+
+
+def test_a_published_manifest_keeps_the_device_facts_readable(tmp_path):
+    from qwen3_quant.provenance import Provenance
+
+    art = make_artifact(tmp_path / "art", "gguf", variants={"Q8_0": 8})
+    m = Manifest.read(art)
+    m.variants["Q8_0"].provenance = Provenance("cli", "qwen3-quant quantize M", quantised_on={"name": "cpu"})
+    m.write(art)
+    publish(art, tmp_path / "pub")
+    prov = Manifest.read(tmp_path / "pub").variants["Q8_0"].provenance
+    assert prov.quantised_on == {"name": "cpu"} and prov.command == "qwen3-quant quantize M"

@@ -14,7 +14,10 @@ import psutil
 from ..errors import Qwen3QuantError
 from ..eval.options import EvalOptions
 from ..formats import get_format
+from ..formats.base import Progress, no_progress
 from ..provenance import Provenance
+from ..working_set import validation_estimate
+from .resources import CellNeeds, Runner, cell_needs, route
 from .spec import BuildSpec, Cell
 from .state import cell_is_current, inputs_hash, load_state, update_cell
 
@@ -31,6 +34,11 @@ class PlanRow:
     seconds: float | None = None
     reason: str = ""
     previous: dict[str, Any] = field(default_factory=dict)
+    needs: CellNeeds | None = None  # None: unknown (a model the catalog does not describe)
+    runner: Runner | None = None  # the build's smallest runner that fits; None: none does
+    buildable: bool = True  # False: no machine can make it (the format refuses the options)
+    gpu_peak_bytes: int | None = None  # when the cell quantises on a GPU
+    device: str = "cpu"  # where it will quantise, as resolved for the plan: cpu, cuda:0
 
 
 def _arch_of(model: str):
@@ -51,9 +59,42 @@ def _arch_of(model: str):
     return None
 
 
-def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
+def _cell_device(cell: Cell, fmt, cuda) -> tuple[str, str]:
+    """Where a cell would quantise (``cpu``, ``cuda:N``) and why it cannot, if it cannot (a CUDA
+    device it names is not there: its validation would need it even where quantising does not)."""
+    from ..device import resolve_device
+
+    if cell.device == "cpu" or (cell.device == "auto" and not fmt.gpu_quantise):
+        return "cpu", ""
+    try:
+        where = resolve_device(cell.device, cuda()).torch
+    except Qwen3QuantError as exc:
+        return "cpu", exc.one_line()
+    return (where if fmt.gpu_quantise else "cpu"), ""
+
+
+def plan(spec: BuildSpec, cells: list[Cell] | None = None, cuda=None) -> list[PlanRow]:
+    """Every cell with its estimates, needs, runner and status on this machine: ``done``, ``todo``,
+    ``changed``, or ``skip`` (the format refuses it, or this machine lacks the memory, the disk,
+    the GPU (memory) its ``device`` asks for, or the libraries; what is already running here is not
+    counted against the disk). ``cuda`` is what torch reports
+    (:class:`~qwen3_quant.device.CudaReport`), asked of torch only when a cell may use a GPU.
+    A cell whose build file says ``device = "cuda"`` needs a runner with its GPU memory estimate."""
+    from dataclasses import replace
+
+    from ..device import probe_cuda
+    from ..io import free_bytes
+
     state = load_state(spec.state_dir)["cells"]
     mem = psutil.virtual_memory().total
+    disk = free_bytes(spec.out)
+    seen: dict[str, Any] = {}
+
+    def report():
+        if "cuda" not in seen:
+            seen["cuda"] = cuda if cuda is not None else probe_cuda()
+        return seen["cuda"]
+
     rows = []
     for cell in cells or spec.cells():
         inputs = inputs_hash(spec, cell)
@@ -65,20 +106,60 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
             try:
                 variant = fmt.variants(fmt.parse_options(cell.option_dict()))[0]
                 est = fmt.estimate(arch, variant)
-                row.artifact_bytes, row.peak_bytes = est.artifact_bytes, est.quantise_peak_bytes
+                # a cell quantises, then validates in the same process
+                validate = validation_estimate(fmt, arch, variant, eval_options(spec))
+                row.artifact_bytes, row.peak_bytes = (
+                    est.artifact_bytes,
+                    max(est.quantise_peak_bytes, validate),
+                )
+                row.gpu_peak_bytes = est.gpu_peak_bytes
             except Qwen3QuantError as exc:
-                row.status, row.reason = "skip", exc.one_line()
+                row.status, row.reason, row.buildable = "skip", exc.one_line(), False
             from ..catalog.architecture import param_counts
 
             row.seconds = max(fmt.min_seconds, param_counts(arch).total / 1e9 * fmt.seconds_per_billion)
+            if row.buildable:
+                row.needs = cell_needs(
+                    fmt,
+                    arch,
+                    row.peak_bytes or 0,
+                    row.artifact_bytes or 0,
+                    row.seconds,
+                    downloads=not Path(cell.model).expanduser().is_dir(),
+                )
+                if cell.device.startswith("cuda") and fmt.gpu_quantise and row.gpu_peak_bytes:
+                    row.needs = replace(row.needs, gpu_bytes=max(row.needs.gpu_bytes, row.gpu_peak_bytes))
+        row.runner = route(row.needs, spec.runners) if row.buildable else None
+        device_problem = ""
         if row.status != "skip":
-            if cell_is_current(entry, inputs):
+            row.device, device_problem = _cell_device(cell, fmt, report)
+            if row.device == "cpu":
+                row.gpu_peak_bytes = None
+        if row.status != "skip":
+            if cell_is_current(spec, entry, inputs):
                 row.status = "done"
             elif entry and entry.get("inputs") not in (None, inputs):
                 row.status, row.reason = "changed", "inputs changed since the last run"
-            if row.peak_bytes and row.peak_bytes > mem and row.status != "done":
+            vram = _vram_of(report(), row.device) if row.device != "cpu" else None
+            if device_problem and row.status != "done":
+                row.status, row.reason = "skip", device_problem
+            elif row.peak_bytes and row.peak_bytes > mem and row.status != "done":
                 row.status = "skip"
                 row.reason = f"needs about {row.peak_bytes / 1e9:.0f} GB of memory, this machine has {mem / 1e9:.0f} GB"
+            elif row.gpu_peak_bytes and vram and row.gpu_peak_bytes > vram and row.status != "done":
+                row.status = "skip"
+                row.reason = (
+                    f"needs about {row.gpu_peak_bytes / 1e9:.0f} GB of GPU memory, "
+                    f"{row.device} has {vram / 1e9:.0f} GB"
+                )
+            elif row.needs and row.needs.disk_bytes > disk and row.status != "done":
+                row.status = "skip"
+                row.reason = (
+                    f"needs about {row.needs.disk_bytes / 1e9:.0f} GB of disk, "
+                    f"{disk / 1e9:.0f} GB free at {spec.out}"
+                )
+            elif row.needs and row.needs.gpu_bytes and row.status != "done" and not _has_gpu():
+                row.status, row.reason = "skip", "needs a CUDA GPU, this machine has none"
             elif not fmt.available() and row.status != "done":
                 row.status, row.reason = (
                     "skip",
@@ -86,6 +167,19 @@ def plan(spec: BuildSpec, cells: list[Cell] | None = None) -> list[PlanRow]:
                 )
         rows.append(row)
     return rows
+
+
+def _vram_of(report, device: str) -> int | None:
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return report.total_bytes[index] if index < len(report.total_bytes) else None
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def eval_options(spec: BuildSpec) -> EvalOptions:
@@ -105,6 +199,8 @@ def cell_provenance(spec: BuildSpec, cell: Cell) -> Provenance:
             extra += ["--" + key.replace("_", "-"), str(spec.eval[key])]
     for name, limit in spec.gates.items():
         extra += ["--gate", f"{name}={'off' if limit is None else format(limit, 'g')}"]
+    if cell.device != "auto":
+        extra += ["--device", cell.device]
     build_file = "" if spec.is_default else spec.source
     return Provenance(
         "build",
@@ -114,14 +210,16 @@ def cell_provenance(spec: BuildSpec, cell: Cell) -> Provenance:
     )
 
 
-def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, Any]:
-    """Quantise and validate one cell; record and return its state entry. Never raises for a
-    cell's own failure: the error is recorded and the build goes on."""
+def run_cell(
+    spec: BuildSpec, cell: Cell, *, force: bool = False, progress: Progress = no_progress
+) -> dict[str, Any]:
+    """Quantise and validate one cell, reporting to ``progress``; record and return its state
+    entry. Never raises for a cell's own failure: the error is recorded and the build goes on."""
     from ..quantize import quantize
 
     inputs = inputs_hash(spec, cell)
     previous = load_state(spec.state_dir)["cells"].get(cell.id) or {}
-    if not force and cell_is_current(previous, inputs):
+    if not force and cell_is_current(spec, previous, inputs):
         return previous
     changed = bool(previous) and previous.get("inputs") != inputs
     update_cell(
@@ -144,6 +242,8 @@ def run_cell(spec: BuildSpec, cell: Cell, *, force: bool = False) -> dict[str, A
             eval_options=eval_options(spec),
             gate_overrides=spec.gates,
             provenance=cell_provenance(spec, cell),
+            device=cell.device,
+            progress=progress,
             **cell.option_dict(),
         )
         entry.update(

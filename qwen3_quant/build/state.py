@@ -22,8 +22,40 @@ def _locked(state_dir: Path):
 
 
 def load_state(state_dir: Path) -> dict[str, Any]:
-    f = state_dir / STATE_FILE
-    return json.loads(f.read_text()) if f.is_file() else {"cells": {}}
+    """The state file in ``state_dir`` (empty when there is none), checked for shape."""
+    from ..errors import ManifestError
+    from ..manifest_check import check_state
+
+    f = Path(state_dir) / STATE_FILE
+    if not f.is_file():
+        return {"cells": {}}
+    try:
+        d = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(
+            f"{f} is not valid JSON ({exc})", hint="delete it to rebuild the state, or restore it"
+        ) from exc
+    return check_state(d, str(f))
+
+
+def artifact_folder(spec: BuildSpec, entry: dict[str, Any]) -> Path | None:
+    """The artifact folder a state entry names, which must be a folder directly under the build's
+    ``artifacts/`` (:class:`UnsafePathError` otherwise); ``None`` when the entry names none."""
+    from ..io import path_inside, safe_name
+
+    ad = entry.get("artifact_dir")
+    if not ad:
+        return None
+    name = safe_name(Path(ad).name, what=f"{spec.state_dir / STATE_FILE}: artifact_dir")
+    p = path_inside(spec.artifacts_dir, name, what=f"{spec.state_dir / STATE_FILE}: artifact_dir")
+    if Path(ad).resolve() != p.resolve():
+        from ..errors import UnsafePathError
+
+        raise UnsafePathError(
+            f"{spec.state_dir / STATE_FILE}: refusing the path {ad!r}: not a folder of {spec.artifacts_dir}",
+            hint="the state file was edited or made for another --out; delete the cell's entry and rerun",
+        )
+    return p
 
 
 def update_cell(state_dir: Path, cell_id: str, entry: dict[str, Any]) -> None:
@@ -31,19 +63,6 @@ def update_cell(state_dir: Path, cell_id: str, entry: dict[str, Any]) -> None:
         st = load_state(state_dir)
         st["cells"][cell_id] = {**entry, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         atomic_write_json(state_dir / STATE_FILE, st)
-
-
-def merge_states(state_dir: Path, others: list[Path]) -> dict[str, Any]:
-    """Collect the state entries written by separate CI jobs into one state file."""
-    with _locked(state_dir):
-        st = load_state(state_dir)
-        for o in others:
-            for cid, entry in load_state(o).get("cells", {}).items():
-                mine = st["cells"].get(cid)
-                if mine is None or entry.get("updated", "") > mine.get("updated", ""):
-                    st["cells"][cid] = entry
-        atomic_write_json(state_dir / STATE_FILE, st)
-        return st
 
 
 def model_identity(model: str) -> str:
@@ -79,12 +98,17 @@ def inputs_hash(spec: BuildSpec, cell: Cell) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cell_is_current(entry: dict[str, Any] | None, inputs: str) -> bool:
+def cell_is_current(spec: BuildSpec, entry: dict[str, Any] | None, inputs: str) -> bool:
     """Done with these inputs and the artifact's files still verify against its manifest."""
     if not entry or entry.get("inputs") != inputs or entry.get("status") not in DONE:
         return False
-    folder = Path(entry.get("artifact_dir", ""))
-    m = Manifest.read_or_none(folder) if folder.is_dir() else None
+    from ..errors import UnsafePathError
+
+    try:
+        folder = artifact_folder(spec, entry)
+    except UnsafePathError:  # moved, or not this build's: redo the cell rather than read elsewhere
+        return False
+    m = Manifest.read_or_none(folder) if folder is not None and folder.is_dir() else None
     if not m:
         return False
     files = [f for v in entry.get("variants", []) if v in m.variants for f in m.variants[v].files]

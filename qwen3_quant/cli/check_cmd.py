@@ -6,17 +6,20 @@ import click
 @click.command("check")
 @click.argument("model")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print JSON (on failure too: {"ok": false, "error": ...}).'
+)
 def check(model: str, revision: str | None, as_json: bool) -> None:
     """Check MODEL before heavy work: Qwen3 config, readable safetensors, tensor names and shapes
-    consistent with config.json, tokenizer present."""
+    consistent with config.json, tokenizer files parsed."""
+    from ..catalog.architecture import human_count, param_counts
     from ..checkpoint import inspect_checkpoint
     from ..sources import resolve_model
-    from .console import console, print_json
+    from .console import console, json_errors, print_json
 
-    src = resolve_model(model, revision=revision)
-    info = inspect_checkpoint(src.path)
-    from ..catalog.architecture import human_count, param_counts
+    with json_errors(as_json):
+        src = resolve_model(model, revision=revision)
+        info = inspect_checkpoint(src.path)
 
     pc = param_counts(info.arch)
     summary = {

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import click
 
-from ..eval.options import DEFAULT_TEXT, DEFAULTS
+from ..eval.options import DEFAULT_MAX_TOKENS, DEFAULT_TEXT, DEFAULTS, REFERENCE_DTYPES
 from ..eval.protocol import DEFAULT_CTX
+from ..formats.base import DEVICE
 
 
 def resolve_path_or_model(spec: str) -> Path:
@@ -49,7 +50,11 @@ def load_dataset_text(name: str) -> Path:
     type=click.IntRange(2),
     help=f"Window length in tokens (default {DEFAULT_CTX}, capped by the model).",
 )
-@click.option("--max-tokens", type=click.IntRange(2), help="Score only the first N tokens of the text.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(2),
+    help=f"Score only the first N tokens of the text.  [default: {DEFAULT_MAX_TOKENS}]",
+)
 @click.option("--variant", help="One variant of a multi-variant artifact folder (e.g. Q4_K_M).")
 @click.option(
     "--speed/--no-speed", default=True, show_default=True, help="Measure prefill and decode tokens/s."
@@ -77,6 +82,9 @@ def load_dataset_text(name: str) -> Path:
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the runtime.")
 @click.option(
+    DEVICE.cli_flag, DEVICE.name, metavar=DEVICE.metavar, help=f"{DEVICE.help} Default: {DEVICE.default}."
+)
+@click.option(
     "--gate",
     "gate_opts",
     multiple=True,
@@ -88,6 +96,13 @@ def load_dataset_text(name: str) -> Path:
     default=False,
     show_default=True,
     help="Score the artifact in a fresh process for a clean peak-memory figure.",
+)
+@click.option(
+    "--reference-dtype",
+    type=click.Choice(REFERENCE_DTYPES),
+    default=DEFAULTS.reference_dtype,
+    show_default=True,
+    help="Compute type of the reference's decoder layers (run one at a time); bfloat16 halves their memory.",
 )
 @click.option(
     "--json-out",
@@ -107,8 +122,10 @@ def eval_(
     decode_tokens: int,
     repeats: int,
     threads: int | None,
+    device: str | None,
     gate_opts: tuple[str, ...],
     isolate: bool,
+    reference_dtype: str,
     json_out: Path | None,
 ) -> None:
     """Evaluate TARGET (a model name, Hub id, folder, .gguf file or artifact folder): perplexity on a
@@ -116,8 +133,8 @@ def eval_(
     from ..errors import UsageError
     from ..eval.evaluate import EvalOptions
     from ..eval.gates import parse_gate_overrides
-    from ..validate import evaluate_path
-    from .console import console, progress_bar, write_json
+    from ..validate import check_eval_inputs, evaluate_path
+    from .console import check_json_out, console, print_table, progress_reporter, write_json
     from .report_tables import eval_table
 
     if text and dataset:
@@ -125,8 +142,6 @@ def eval_(
     if dataset:
         text = str(load_dataset_text(dataset))
     overrides = parse_gate_overrides(gate_opts)
-    path = resolve_path_or_model(target)
-    base_path = resolve_path_or_model(base) if base else None
     opts = EvalOptions(
         text=text,
         ctx=ctx,
@@ -137,15 +152,21 @@ def eval_(
         repeats=repeats,
         threads=threads,
         isolate=isolate,
+        device=device,
+        reference_dtype=reference_dtype,
     )
-    prog, update = progress_bar()
+    check_eval_inputs(opts)  # before a model is downloaded or loaded
+    check_json_out(json_out or Path("eval.json"))
+    path = resolve_path_or_model(target)
+    base_path = resolve_path_or_model(base) if base else None
+    name = path.stem if path.is_file() else path.name
+    out = json_out or Path(f"eval-{name}.json")
+    prog, update = progress_reporter(name)
     with prog:
         results = evaluate_path(
             path, variant=variant, base=base_path, options=opts, gate_overrides=overrides, progress=update
         )
-    console().print(eval_table(results))
-    name = path.stem if path.is_file() else path.name
-    out = json_out or Path(f"eval-{name}.json")
+    print_table(eval_table(results))
     write_json(out, {"results": [r.to_dict() for r in results]})
     console().print(f"JSON: {out}", style="dim")
     if any(r.passed is False for r in results):

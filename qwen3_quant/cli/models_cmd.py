@@ -8,9 +8,11 @@ import click
 @click.option("--format", "formats", multiple=True, help="Only these formats' estimates (repeatable).")
 def models(as_json: bool, formats: tuple[str, ...]) -> None:
     """The eight Qwen3 models with shapes and parameter counts computed from them, and the estimated
-    size and quantisation memory of each format and type."""
+    size, quantisation memory and validation memory of each format and type."""
+    from ..eval.options import DEFAULT_MAX_TOKENS
+    from ..eval.protocol import DEFAULT_CTX
     from ..models_table import estimate_rows, model_rows
-    from .console import console, print_json, short_bytes
+    from .console import console, print_json, print_table, short_bytes
 
     rows = model_rows()
     est = estimate_rows(list(formats) or None)
@@ -59,11 +61,16 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
             ctxs,
         )
     con = console()
-    con.print(t)
+    print_table(t)
     names = [r["name"] for r in rows]
     for key, title in (
         ("artifact_bytes", "Estimated artifact size"),
         ("quantise_peak_bytes", "Estimated peak memory to quantise"),
+        ("gpu_peak_bytes", "Estimated peak GPU memory to quantise with --device cuda"),
+        (
+            "validate_peak_bytes",
+            "Estimated peak memory to validate (reference a layer at a time, then the runtime)",
+        ),
     ):
         s = Table(title=title, title_justify="left")
         s.add_column("format / type", no_wrap=True)
@@ -73,10 +80,15 @@ def models(as_json: bool, formats: tuple[str, ...]) -> None:
         for r in est:
             cells.setdefault((r["format"], r["type"]), {})[r["model"]] = r[key]
         for (f, ty), by_model in cells.items():
+            if not any(by_model.values()):
+                continue  # e.g. GGUF Q8_0 and ONNX quantise on the CPU: no GPU memory
             s.add_row(f"{f} {ty}", *[short_bytes(by_model[n]) for n in names])
-        con.print(s)
+        print_table(s)
     con.print(
         "Sizes: G = 1e9 bytes, from tensor shapes and each type's bits per weight, including the tensors "
-        "each format keeps at higher precision.",
+        "each format keeps at higher precision. GPU memory: what quantising on CUDA needs on the GPU "
+        "(one decoder layer at a time with its calibration activations; the rest stays in host memory). "
+        "Validation: the default "
+        f"{DEFAULT_MAX_TOKENS:,} tokens in windows of {DEFAULT_CTX:,}; see docs/memory.md.",
         style="dim",
     )

@@ -6,17 +6,19 @@ import click
 
 
 class _Progress:
-    """A rich bar for the local phases (sha256 checks, writing a folder); plain lines for the upload,
-    where huggingface_hub draws its own per-file bars."""
+    """A rich bar for the local phases (sha256 checks, writing a folder) on a terminal, plain
+    time-stamped lines elsewhere; plain lines for the upload, where huggingface_hub draws its own
+    per-file bars."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        self.label = label
         self._prog = None
         self._update = None
         self._last = -1.0
 
     def __call__(self, desc: str, done: float, total: float) -> None:
         from ..io import human_bytes
-        from .console import err_console, progress_bar
+        from .console import err_console, progress_reporter
 
         if desc == "upload":
             self.close()
@@ -25,13 +27,13 @@ class _Progress:
             self._last = done
             return
         if self._prog is None:
-            self._prog, self._update = progress_bar()
-            self._prog.start()
+            self._prog, self._update = progress_reporter(self.label)
+            self._prog.__enter__()
         self._update(desc, done, total)
 
     def close(self) -> None:
         if self._prog is not None:
-            self._prog.stop()
+            self._prog.__exit__(None, None, None)
             self._prog = None
 
 
@@ -63,6 +65,12 @@ class _Progress:
 )
 @click.option("--overwrite", is_flag=True, help="Folder target: replace an existing different publish.")
 @click.option(
+    "--hard-link",
+    is_flag=True,
+    help="Folder target: hard-link the files instead of copying them (no space taken, but the "
+    "publish then changes whenever the artifact's files are changed in place).",
+)
+@click.option(
     "--variant", "variants", multiple=True, metavar="NAME", help="Publish only this variant (repeatable)."
 )
 @click.option(
@@ -70,6 +78,12 @@ class _Progress:
 )
 @click.option(
     "--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the result as JSON here."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the result as JSON on stdout (on failure too: {"ok": false, "error": ...}).',
 )
 def publish(
     artifact_dir: Path,
@@ -80,9 +94,11 @@ def publish(
     dry_run: bool,
     force: bool,
     overwrite: bool,
+    hard_link: bool,
     variants: tuple[str, ...],
     show_card: bool | None,
     json_out: Path | None,
+    as_json: bool,
 ) -> None:
     """Publish ARTIFACT_DIR (an artifact folder written by `qwen3-quant quantize`) with a generated
     model card, eval.json and SHA256SUMS. Every file's sha256 is checked against the manifest and
@@ -90,24 +106,32 @@ def publish(
     `hf auth login`; rerun the same command to resume an interrupted upload."""
     from ..io import human_bytes
     from ..publish import publish as run
-    from .console import console, write_json
+    from .console import check_json_out, console, json_errors, print_json, print_table, write_json
 
-    progress = _Progress()
-    try:
-        res = run(
-            artifact_dir,
-            to,
-            private=private,
-            revision=revision,
-            create_pr=create_pr,
-            dry_run=dry_run,
-            force=force,
-            overwrite=overwrite,
-            variants=variants,
-            progress=progress,
-        )
-    finally:
-        progress.close()
+    progress = _Progress(artifact_dir.name)
+    with json_errors(as_json):
+        check_json_out(json_out)
+        try:
+            res = run(
+                artifact_dir,
+                to,
+                private=private,
+                revision=revision,
+                create_pr=create_pr,
+                dry_run=dry_run,
+                force=force,
+                overwrite=overwrite,
+                hard_link=hard_link,
+                variants=variants,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+    if json_out:
+        write_json(json_out, {"ok": True, **res.to_dict(), "card": res.card})
+    if as_json:
+        print_json({"ok": True, **res.to_dict(), "card": res.card})
+        return
     con = console()
     if dry_run:
         from rich.table import Table
@@ -125,7 +149,7 @@ def publish(
                 human_bytes(f.size),
                 f.sha256[:16],
             )
-        con.print(t)
+        print_table(t)
         for c in res.commits:
             con.print(
                 f"commit {c.index}: {c.message} ({len(c.files)} files, {human_bytes(c.bytes)})", markup=False
@@ -145,5 +169,3 @@ def publish(
             con.print(f"pull request: {res.pr_url}", markup=False)
         elif res.url:
             con.print(res.url, markup=False)
-    if json_out:
-        write_json(json_out, {**res.to_dict(), "card": res.card})

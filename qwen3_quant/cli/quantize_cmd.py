@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..eval.options import DEFAULT_TEXT
+from ..eval.options import DEFAULT_MAX_TOKENS, DEFAULT_TEXT
+from ..eval.protocol import DEFAULT_CTX
+from ..formats.base import DEVICE
 
 
 def format_option_params() -> list[click.Option]:
@@ -59,6 +61,15 @@ def _split_lists(options: dict) -> dict:
     return out
 
 
+def device_param() -> click.Option:
+    """``--device``, as :data:`~qwen3_quant.formats.base.DEVICE` declares it (quantize, eval, build)."""
+    return click.Option(
+        [DEVICE.cli_flag, DEVICE.name],
+        metavar=DEVICE.metavar,
+        help=f"{DEVICE.help} Default: {DEVICE.default}.",
+    )
+
+
 def run_quantize(
     model: str,
     fmt: str,
@@ -71,6 +82,8 @@ def run_quantize(
     gate_opts: tuple[str, ...],
     revision: str | None,
     json_out: Path | None,
+    as_json: bool,
+    device: str | None = None,
     **options,
 ) -> None:
     """Quantise MODEL (catalog name such as Qwen3-8B, Hub id, or local folder) to one format, then
@@ -79,53 +92,66 @@ def run_quantize(
     from ..eval.gates import parse_gate_overrides
     from ..provenance import Provenance, quantize_command
     from ..quantize import quantize as run
-    from .console import console, progress_bar, write_json
-    from .report_tables import eval_table
+    from .console import check_json_out, json_errors, progress_reporter, write_json
 
-    options = _split_lists({k: v for k, v in options.items() if v is not None})
-    overrides = parse_gate_overrides(gate_opts)
-    extra: list[str] = []
-    for flag, value in (
-        ("--revision", revision),
-        ("-o", out_dir),
-        ("--text", text),
-        ("--ctx", ctx),
-        ("--max-tokens", max_tokens),
-    ):
-        if value is not None:
-            extra += [flag, str(value)]
-    extra += [w for g in gate_opts for w in ("--gate", g)]
-    extra += (["--overwrite"] if overwrite else []) + ([] if validate else ["--no-validate"])
-    provenance = Provenance("cli", quantize_command(model, fmt.lower(), options, extra))
-    prog, update = progress_bar()
-    with prog:
-        res = run(
-            model,
-            fmt,
-            out_dir=out_dir,
-            overwrite=overwrite,
-            validate=validate,
-            revision=revision,
-            eval_options=EvalOptions(text=text, ctx=ctx, max_tokens=max_tokens),
-            gate_overrides=overrides,
-            progress=update,
-            provenance=provenance,
-            **options,
-        )
-    con = console()
-    con.print(f"[bold]{res.artifact_dir}[/bold]: {', '.join(res.variants)}")
-    if res.validations:
-        con.print(eval_table(res.validations, title=f"Validation of {res.artifact_dir.name}"))
+    with json_errors(as_json):
+        options = _split_lists({k: v for k, v in options.items() if v is not None})
+        overrides = parse_gate_overrides(gate_opts)
+        check_json_out(json_out)
+        extra: list[str] = []
+        for flag, value in (
+            ("--revision", revision),
+            ("-o", out_dir),
+            ("--text", text),
+            ("--ctx", ctx),
+            ("--max-tokens", max_tokens),
+            ("--device", device),
+        ):
+            if value is not None:
+                extra += [flag, str(value)]
+        extra += [w for g in gate_opts for w in ("--gate", g)]
+        extra += (["--overwrite"] if overwrite else []) + ([] if validate else ["--no-validate"])
+        provenance = Provenance("cli", quantize_command(model, fmt.lower(), options, extra))
+        prog, update = progress_reporter(f"{Path(model).name} {fmt.upper()}")
+        with prog:
+            res = run(
+                model,
+                fmt,
+                out_dir=out_dir,
+                overwrite=overwrite,
+                validate=validate,
+                revision=revision,
+                eval_options=EvalOptions(text=text, ctx=ctx, max_tokens=max_tokens),
+                gate_overrides=overrides,
+                progress=update,
+                provenance=provenance,
+                device=device,
+                **options,
+            )
+    doc = {
+        "ok": res.passed is not False,
+        "artifact_dir": str(res.artifact_dir),
+        "format": res.format,
+        "variants": res.variants,
+        "passed": res.passed,
+        "validations": [v.to_dict() for v in res.validations],
+    }
+    if res.passed is False:
+        failed = [v.variant or v.artifact for v in res.validations if v.passed is False]
+        doc["error"] = "validation failed: " + ", ".join(map(str, failed))
     if json_out:
-        write_json(
-            json_out,
-            {
-                "artifact_dir": str(res.artifact_dir),
-                "format": res.format,
-                "variants": res.variants,
-                "validations": [v.to_dict() for v in res.validations],
-            },
-        )
+        write_json(json_out, doc)
+    if as_json:
+        from .console import print_json
+
+        print_json(doc)
+    else:
+        from .console import console, print_table
+        from .report_tables import eval_table
+
+        console().print(f"[bold]{res.artifact_dir}[/bold]: {', '.join(res.variants)}")
+        if res.validations:
+            print_table(eval_table(res.validations, title=f"Validation of {res.artifact_dir.name}"))
     if res.passed is False:
         raise SystemExit(3)
 
@@ -144,6 +170,7 @@ def make_command() -> click.Command:
         ),
         *format_option_params(),
         click.Option(["--revision"], help="Hub revision of MODEL."),
+        device_param(),
         click.Option(
             ["-o", "--out", "out_dir"],
             type=click.Path(file_okay=False, path_type=Path),
@@ -157,8 +184,16 @@ def make_command() -> click.Command:
             help="Validate each artifact in its runtime (perplexity, KLD, speed, gates).",
         ),
         click.Option(["--text"], help=f"Validation text (default {DEFAULT_TEXT}; 'wikitext2' or a file)."),
-        click.Option(["--ctx"], type=click.IntRange(2), help="Validation window length."),
-        click.Option(["--max-tokens"], type=click.IntRange(2), help="Validate on the first N tokens only."),
+        click.Option(
+            ["--ctx"],
+            type=click.IntRange(2),
+            help=f"Validation window length in tokens (default {DEFAULT_CTX}, capped by the model).",
+        ),
+        click.Option(
+            ["--max-tokens"],
+            type=click.IntRange(2),
+            help=f"Validate on the first N tokens only (default {DEFAULT_MAX_TOKENS}).",
+        ),
         click.Option(
             ["--gate", "gate_opts"],
             multiple=True,
@@ -169,6 +204,11 @@ def make_command() -> click.Command:
             ["--json-out"],
             type=click.Path(dir_okay=False, path_type=Path),
             help="Write results as JSON here.",
+        ),
+        click.Option(
+            ["--json", "as_json"],
+            is_flag=True,
+            help='Print the result as JSON on stdout (on failure too: {"ok": false, "error": ...}).',
         ),
     ]
     return click.Command("quantize", callback=run_quantize, params=common, help=run_quantize.__doc__)

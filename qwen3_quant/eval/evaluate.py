@@ -21,7 +21,7 @@ from ..textdata import load_eval_text
 from . import metrics
 from .gates import Gates, check_gates
 from .metric_table import GATED
-from .options import EvalOptions
+from .options import DEFAULT_REFERENCE_DTYPE, REFERENCE_DTYPES, EvalOptions
 from .protocol import PROTOCOL_VERSION, effective_ctx, make_windows, text_sha256
 from .reference import Scores, load_reference, reference_path, save_reference, score_windows
 from .runner import REFERENCE, detect_runtime, open_runner
@@ -58,6 +58,8 @@ class EvalResult:
     load_seconds: float | None = None
     eval_seconds: float | None = None
     hardware: str = field(default_factory=host_description)
+    device: dict[str, Any] | None = None  # where it was validated (qwen3_quant.device facts)
+    backend: str | None = None  # what computed: "MarlinQuantLinear (float16 on cuda:0)", "CPU"
     variant: str | None = None
     gates: list[dict] = field(default_factory=list)
     passed: bool | None = None
@@ -97,6 +99,9 @@ def base_of(target: EvalTarget) -> Path | None:
 def _tokenize(tok_dir: Path, text: str, max_tokens: int | None) -> np.ndarray:
     from transformers import AutoTokenizer
 
+    from ..checkpoint import check_tokenizer
+
+    check_tokenizer(tok_dir)  # a broken file is one line naming it, not a tokenizers traceback
     tok = AutoTokenizer.from_pretrained(tok_dir)
     tok.model_max_length = 1 << 30  # windows are cut here, not by the tokenizer
 
@@ -128,32 +133,80 @@ def get_reference(
     ref_dir: Path | None,
     threads: int | None = None,
     progress=None,
+    *,
+    dtype: str = DEFAULT_REFERENCE_DTYPE,
+    whole_model: bool = False,
+    device=None,
 ) -> Scores:
-    """Load the base model's stored top-k log-probabilities, computing and storing them once."""
+    """Load the base model's stored top-k log-probabilities, computing and storing them once
+    (on ``device``, the CPU by default).
+
+    Computed a decoder layer at a time (memory: one layer plus the windows' hidden states) with
+    the layers in ``dtype``; ``whole_model`` loads the whole model in fp32 instead (the old way,
+    kept to check the layer-at-a-time numbers against)."""
     path = reference_path(
-        ref_dir or cache_root() / "reference", fingerprint(base), text_sha, ctx, k, len(tokens)
+        ref_dir or cache_root() / "reference",
+        fingerprint(base),
+        text_sha,
+        ctx,
+        k,
+        len(tokens),
+        dtype="float32" if whole_model else dtype,
     )
     ref = load_reference(path)
     if ref is None:
         windows = make_windows(len(tokens), ctx)
-        with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name) as runner:
-            ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress)
+        stage = "scoring the unquantised model"
+        if whole_model:
+            with open_runner(base, ctx=ctx, threads=threads, runtime=REFERENCE.name, device=device) as runner:
+                ref = score_windows(runner, tokens, windows, keep_topk=k, progress=progress, stage=stage)
+        else:
+            from .layerwise_reference import layerwise_reference
+
+            _set_threads(threads)
+            ref = layerwise_reference(
+                base,
+                tokens,
+                windows,
+                k=k,
+                dtype=dtype,
+                device=device.torch if device is not None else "cpu",
+                progress=progress,
+            )
         save_reference(path, ref)
         log.info("stored reference log-probabilities in %s", path)
     return ref
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _artifact_phase(
-    target: EvalTarget, tokens: np.ndarray, ctx: int, ref: Scores | None, opts: EvalOptions, progress=None
+    target: EvalTarget,
+    tokens: np.ndarray,
+    ctx: int,
+    ref: Scores | None,
+    opts: EvalOptions,
+    device=None,
+    progress=None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     windows = make_windows(len(tokens), ctx)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        runner = open_runner(target.path, ctx=ctx, threads=opts.threads, runtime=target.runtime)
+        runner = open_runner(
+            target.path, ctx=ctx, threads=opts.threads, runtime=target.runtime, device=device
+        )
         out["load_seconds"] = time.perf_counter() - t0
+        out["backend"] = runner.backend or None
         try:
-            scores = score_windows(runner, tokens, windows, ref=ref, progress=progress)
+            scores = score_windows(
+                runner, tokens, windows, ref=ref, progress=progress, stage=f"scoring in {target.runtime}"
+            )
             out["nll"] = scores.nll
             out["kld"], out["top1_same"] = scores.kld, scores.top1_same
             if opts.speed:
@@ -185,8 +238,16 @@ def evaluate(
     gates: Gates | None = None,
     progress=None,
 ) -> EvalResult:
-    """Evaluate one target. ``base`` defaults to the source recorded in the artifact's manifest."""
+    """Evaluate one target. ``base`` defaults to the source recorded in the artifact's manifest.
+    The reference and the artifact run on ``options.device`` (checked before anything loads)."""
+    from ..device import resolve_device
+
     opts = options or EvalOptions()
+    if opts.reference_dtype not in REFERENCE_DTYPES:
+        raise UsageError(
+            f"unknown reference dtype '{opts.reference_dtype}'", hint="use " + " or ".join(REFERENCE_DTYPES)
+        )
+    device = resolve_device(opts.device)
     if not isinstance(target, EvalTarget):
         targets = eval_targets(target, runtime=opts.runtime)
         if len(targets) != 1:
@@ -202,7 +263,7 @@ def evaluate(
         raise UsageError(
             f"no tokenizer for {target.path.name}", hint="pass --base with the unquantised model folder"
         )
-    tokens = _tokenize(tok_dir, text, opts.max_tokens)
+    tokens = _tokenize(tok_dir, text, opts.token_budget)
     model_max = _model_max_context(tok_dir) if (tok_dir / "config.json").is_file() else opts.ctx or 2048
     ctx = effective_ctx(opts.ctx, model_max)
     windows = make_windows(len(tokens), ctx)
@@ -211,11 +272,22 @@ def evaluate(
             f"the text '{text_name}' gives fewer than 2 tokens", hint="evaluate on a longer text"
         )
     ref = (
-        get_reference(base_path, tokens, sha, ctx, opts.topk, opts.reference_dir, opts.threads, progress)
+        get_reference(
+            base_path,
+            tokens,
+            sha,
+            ctx,
+            opts.topk,
+            opts.reference_dir,
+            opts.threads,
+            progress,
+            dtype=opts.reference_dtype,
+            device=device,
+        )
         if base_path
         else None
     )
-    args = (target, tokens, ctx, ref, opts)
+    args = (target, tokens, ctx, ref, opts, device)
     if opts.isolate:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -240,7 +312,11 @@ def evaluate(
         load_seconds=art["load_seconds"],
         eval_seconds=art["eval_seconds"],
         variant=target.variant,
+        device=device.facts,
+        backend=art.get("backend"),
     )
+    if device.is_cuda:
+        res.hardware = f"{device.describe()}; host {host_description()}"
     if ref is not None:
         res.base_perplexity = ref.perplexity
         res.ppl_increase_pct = metrics.ppl_delta_pct(res.perplexity, ref.perplexity)
@@ -263,7 +339,9 @@ def evaluate(
 
 
 def perplexity_only(model_dir: str | Path, text: str, *, ctx: int) -> Scores:
-    """Perplexity of an unquantised folder on a text, on the fixed protocol (used by scripts)."""
+    """Perplexity of an unquantised folder on a text, on the fixed protocol (used by scripts),
+    computed a decoder layer at a time."""
+    from .layerwise_reference import layerwise_reference
+
     tokens = _tokenize(Path(model_dir), text, None)
-    with open_runner(Path(model_dir), ctx=ctx, runtime=REFERENCE.name) as runner:
-        return score_windows(runner, tokens, make_windows(len(tokens), ctx))
+    return layerwise_reference(Path(model_dir), tokens, make_windows(len(tokens), ctx), k=0, dtype="float32")

@@ -7,7 +7,8 @@
 4. Each window is scored on its own, from an empty cache: every token after the window's first is
    scored given all earlier tokens of the window. The number of scored tokens and windows is
    reported. A window shorter than 2 tokens is dropped.
-5. ``max_tokens`` (optional) keeps only the first ``max_tokens`` tokens of the stream.
+5. ``max_tokens`` keeps only the first ``max_tokens`` tokens of the stream (default
+   ``options.DEFAULT_MAX_TOKENS``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_output
+from ..working_set import SCORE_BLOCK
 from . import metrics
 from .protocol import PROTOCOL_VERSION, Window
 
@@ -40,27 +41,37 @@ def score_windows(
     ref: Scores | None = None,
     keep_topk: int = 0,
     progress=None,
+    stage: str = "scoring windows",
 ) -> Scores:
-    """Run each window through ``runner``; compare with ``ref`` when given; keep top-k when asked."""
+    """Run each window through ``runner``; compare with ``ref`` when given; keep top-k when asked;
+    report each window to ``progress`` as ``stage``.
+
+    The runner hands out a window's logits in blocks of positions where its runtime can
+    (``Runner.logits_blocks``), and they are scored ``SCORE_BLOCK`` positions at a time, so the
+    scorer's working set is block x vocabulary, not several window x vocabulary arrays."""
     nll, kld, same, tk_i, tk_l = [], [], [], [], []
     off = 0
     for i, w in enumerate(windows):
         ids = tokens[w.start : w.end]
-        logits = runner.logits(ids.tolist())
-        lp = metrics.log_softmax(logits[:-1])
-        targets = ids[1:]
-        nll.append(-metrics.target_logprobs(lp, targets))
-        if ref is not None:
-            r_i, r_l = ref.topk_idx[off : off + w.scored], ref.topk_lp[off : off + w.scored]
-            kld.append(metrics.kld_topk(r_i, r_l, lp))
-            same.append(lp.argmax(axis=-1) == r_i[:, 0])
-        if keep_topk:
-            a, b = metrics.topk(lp, keep_topk)
-            tk_i.append(a)
-            tk_l.append(b)
+        for start, logits in runner.logits_blocks(ids.tolist()):
+            stop = min(start + len(logits), w.scored)  # the window's last position predicts nothing
+            for a in range(start, stop, SCORE_BLOCK):
+                b = min(a + SCORE_BLOCK, stop)
+                lp = metrics.log_softmax(logits[a - start : b - start])
+                nll.append(-metrics.target_logprobs(lp, ids[a + 1 : b + 1]))
+                if ref is not None:
+                    r_i, r_l = ref.topk_idx[off + a : off + b], ref.topk_lp[off + a : off + b]
+                    kld.append(metrics.kld_topk(r_i, r_l, lp))
+                    same.append(lp.argmax(axis=-1) == r_i[:, 0])
+                if keep_topk:
+                    c, d = metrics.topk(lp, keep_topk)
+                    tk_i.append(c)
+                    tk_l.append(d)
+                del lp
+            del logits
         off += w.scored
         if progress:
-            progress("scoring windows", i + 1, len(windows))
+            progress(stage, i + 1, len(windows))
 
     def cat(xs):
         return np.concatenate(xs) if xs else None
@@ -68,8 +79,15 @@ def score_windows(
     return Scores(np.concatenate(nll) if nll else np.zeros(0), cat(kld), cat(same), cat(tk_i), cat(tk_l))
 
 
-def reference_path(ref_dir: Path, model_fp: str, text_sha: str, ctx: int, k: int, n_tokens: int) -> Path:
-    return Path(ref_dir) / f"ref-v{PROTOCOL_VERSION}-{model_fp}-{text_sha[:16]}-ctx{ctx}-k{k}-n{n_tokens}.npz"
+def reference_path(
+    ref_dir: Path, model_fp: str, text_sha: str, ctx: int, k: int, n_tokens: int, dtype: str = "float32"
+) -> Path:
+    """Where a reference is stored; one computed with bf16 layers is stored apart from fp32's."""
+    tail = "" if dtype == "float32" else f"-{dtype}"
+    return (
+        Path(ref_dir)
+        / f"ref-v{PROTOCOL_VERSION}-{model_fp}-{text_sha[:16]}-ctx{ctx}-k{k}-n{n_tokens}{tail}.npz"
+    )
 
 
 def load_reference(path: Path) -> Scores | None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..errors import MissingFileError, UsageError
 from ..formats.base import Runtime
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 REFERENCE = Runtime(
     "transformers", "qwen3_quant.eval.transformers_runner:TransformersRunner", "transformers (fp32)"
@@ -40,14 +43,22 @@ class GenerationTiming:
 
 class Runner(ABC):
     """Loads one artifact in its runtime. ``logits`` scores one window from an empty cache;
-    ``generate`` decodes greedily with the runtime's KV cache and times prefill and decode."""
+    ``generate`` decodes greedily with the runtime's KV cache and times prefill and decode.
+
+    ``device`` is where to compute (the CPU when ``None``). A runner that cannot use the device it
+    was given (a llama.cpp built without GPU support, onnxruntime without its CUDA provider) runs on
+    the CPU and says so in :attr:`backend`, which names what actually computed."""
 
     runtime: ClassVar[str]
 
-    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None, device: Device | None = None):
+        from ..device import CPU
+
         self.path = Path(path)
         self.ctx = ctx
         self.threads = threads
+        self.device = device or CPU
+        self.backend = ""  # e.g. "MarlinQuantLinear on cuda:0", "CUDAExecutionProvider"
 
     @property
     @abstractmethod
@@ -56,6 +67,12 @@ class Runner(ABC):
     @abstractmethod
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """float32 ``[len(ids), n_vocab_rows]``."""
+
+    def logits_blocks(self, ids: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """The window's logits a block of positions at a time: ``(first position, [n, vocab])``,
+        each block valid until the next is asked for. A runtime that can hand out logits in
+        blocks overrides this so that no window x vocabulary array is held; by default one block."""
+        yield 0, self.logits(ids)
 
     @abstractmethod
     def generate(self, prompt_ids: Sequence[int], new_tokens: int) -> GenerationTiming: ...
@@ -117,6 +134,13 @@ def runner_class(runtime: str) -> type[Runner]:
     return getattr(importlib.import_module(module), attr)
 
 
-def open_runner(path: Path, *, ctx: int, threads: int | None = None, runtime: str | None = None) -> Runner:
+def open_runner(
+    path: Path,
+    *,
+    ctx: int,
+    threads: int | None = None,
+    runtime: str | None = None,
+    device: Device | None = None,
+) -> Runner:
     runtime = runtime or detect_runtime(path)
-    return runner_class(runtime)(Path(path), ctx=ctx, threads=threads)
+    return runner_class(runtime)(Path(path), ctx=ctx, threads=threads, device=device)

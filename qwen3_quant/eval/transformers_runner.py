@@ -1,4 +1,4 @@
-"""The reference runner: transformers on the CPU, fp32 compute."""
+"""The reference runner: transformers, fp32 compute, on the CPU or a CUDA device."""
 
 from __future__ import annotations
 
@@ -39,9 +39,10 @@ def check_loading_info(path: Path, info: dict) -> None:
 class TransformersRunner(Runner):
     runtime = "transformers"
     compute_dtype = "float32"
+    cuda_compute_dtype = "float32"  # the reference stays fp32 on a GPU too
 
-    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
-        super().__init__(path, ctx=ctx, threads=threads)
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None, device=None):
+        super().__init__(path, ctx=ctx, threads=threads, device=device)
         import torch
 
         if threads:
@@ -49,6 +50,23 @@ class TransformersRunner(Runner):
         self.torch = torch
         self.model = self._load()
         self.model.eval()
+        self.backend = self.backend or f"{self.dtype} on {self.device.torch}"
+
+    @property
+    def dtype(self) -> str:
+        return self.cuda_compute_dtype if self.device.is_cuda else self.compute_dtype
+
+    def load_kwargs(self) -> dict:
+        """``from_pretrained`` arguments that place the model: nothing on the CPU (its default),
+        the whole model on the one CUDA device otherwise."""
+        kw = {"dtype": getattr(self.torch, self.dtype)}
+        if self.device.is_cuda:
+            kw["device_map"] = {"": self.device.torch}
+        return kw
+
+    def _ids(self, ids: Sequence[int]):
+        t = self.torch
+        return t.tensor([list(ids)], dtype=t.long, device=self.device.torch)
 
     def _load(self):
         from transformers import AutoModelForCausalLM
@@ -57,7 +75,7 @@ class TransformersRunner(Runner):
         hf_logging.disable_progress_bar()
         try:
             model, info = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=getattr(self.torch, self.compute_dtype), output_loading_info=True
+                self.path, output_loading_info=True, **self.load_kwargs()
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise RuntimeLoadError(
@@ -77,23 +95,21 @@ class TransformersRunner(Runner):
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         t = self.torch
         with t.inference_mode():
-            out = self.model(input_ids=t.tensor([list(ids)], dtype=t.long), use_cache=False)
-        return out.logits[0].float().numpy()
+            out = self.model(input_ids=self._ids(ids), use_cache=False)
+        return out.logits[0].float().cpu().numpy()
 
     def generate(self, prompt_ids: Sequence[int], new_tokens: int) -> GenerationTiming:
         t = self.torch
         produced: list[int] = []
         with t.inference_mode():
             t0 = time.perf_counter()
-            out = self.model(input_ids=t.tensor([list(prompt_ids)], dtype=t.long), use_cache=True)
+            out = self.model(input_ids=self._ids(prompt_ids), use_cache=True)
             nxt = int(out.logits[0, -1].argmax())
             t1 = time.perf_counter()
             produced.append(nxt)
             past = _returned_cache(out)
             for _ in range(new_tokens - 1):
-                out = self.model(
-                    input_ids=t.tensor([[nxt]], dtype=t.long), use_cache=True, **{self._cache_kw: past}
-                )
+                out = self.model(input_ids=self._ids([nxt]), use_cache=True, **{self._cache_kw: past})
                 past = _returned_cache(out)
                 nxt = int(out.logits[0, -1].argmax())
                 produced.append(nxt)

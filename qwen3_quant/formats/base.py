@@ -34,6 +34,7 @@ from ..catalog.architecture import ArchShape
 if TYPE_CHECKING:
     from ..artifact import Manifest
     from ..checkpoint import CheckpointInfo
+    from ..device import Device
     from ..provenance import Provenance
     from ..sources import ModelSource
 
@@ -43,7 +44,8 @@ GiB = 1024**3
 @dataclass(frozen=True)
 class SizeEstimate:
     artifact_bytes: int
-    quantise_peak_bytes: int
+    quantise_peak_bytes: int  # host memory
+    gpu_peak_bytes: int | None = None  # GPU memory when quantising on CUDA (None: the GPU is not used)
 
 
 # progress callback: (description, completed, total)
@@ -100,9 +102,20 @@ class Option:
 
 
 CALIB = Option(
-    "calib", "Calibration mix: a name from calib/ or a .toml file (default: default).", metavar="MIX"
+    "calib",
+    "Calibration: a mix name (qwen3-quant calib list), a .toml mix, or your own .txt / .jsonl "
+    "file (default: default, which ships with the package).",
+    metavar="MIX|FILE",
 )
 CALIB_SAMPLES = Option("calib_samples", "Override the mix's sample count.", int)
+# not a format option: quantize, eval and build take it for every format (formats declare
+# gpu_quantise to say whether their quantisation uses it; validation always does)
+DEVICE = Option(
+    "device",
+    "Where to compute: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.",
+    default="auto",
+    metavar="DEVICE",
+)
 
 
 def takes(label: str, options: Sequence[Option]) -> str:
@@ -176,9 +189,13 @@ class QuantFormat(ABC):
     shares_folder: ClassVar[bool] = False  # several variants in one artifact folder (GGUF types)
     rebuild_damaged: ClassVar[bool] = False  # a damaged variant is rebuilt without --overwrite
     variant_counts_shared_files: ClassVar[bool] = True  # a variant's size includes the shared files
+    gpu_quantise: ClassVar[bool] = False  # quantize() computes on a CUDA device when given one
     # the build plan's time estimate for one variant on a CPU: seconds per billion parameters, floor
     seconds_per_billion: ClassVar[float] = 600.0
     min_seconds: ClassVar[float] = 60.0
+    # the build's disk estimate: bf16 copies of the source a run keeps beside it (GGUF's base file)
+    scratch_source_copies: ClassVar[float] = 0.0
+    needs_gpu: ClassVar[bool] = False  # quantising needs a CUDA GPU (builds route such cells to one)
 
     # --- facts ------------------------------------------------------------------------------
 
@@ -203,6 +220,17 @@ class QuantFormat(ABC):
     @abstractmethod
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         """Artifact size and peak memory needed to produce it, from tensor shapes alone."""
+
+    def runtime_peak_bytes(self, arch: ArchShape, variant: str, ctx: int) -> int:
+        """Memory that scoring windows of ``ctx`` tokens of a variant in this format's runtime
+        needs: the process, the loaded artifact, the KV cache, the scorer's arrays (a file the
+        runtime maps is page cache, not counted). The default assumes the runtime holds the
+        artifact twice (as read, and in its own layout) and an fp32 cache; a format whose
+        runtime is measured declares its own."""
+        from ..working_set import PROCESS_BASE_BYTES, kv_cache_bytes, scoring_bytes
+
+        art = self.estimate(arch, variant).artifact_bytes
+        return PROCESS_BASE_BYTES + 2 * art + kv_cache_bytes(arch, ctx, 4) + scoring_bytes(arch, ctx)
 
     @abstractmethod
     def nominal_bits(self, variant: str) -> int:
@@ -244,10 +272,13 @@ class QuantFormat(ABC):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
+        device: Device | None = None,
     ) -> list[str]:
         """Write the artifact under ``out_dir`` (temporary names, renamed when complete; variants
         kept or rebuilt by :func:`~qwen3_quant.artifact.decide_variant`), record each variant with
-        :func:`~qwen3_quant.artifact.record_variant`, and return the variant names written or kept."""
+        :func:`~qwen3_quant.artifact.record_variant`, and return the variant names written or kept.
+        ``device`` is where to compute (the CPU when ``None``; always the CPU unless the format
+        declares :attr:`gpu_quantise`)."""
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -323,6 +354,10 @@ def check_contract(fmt: QuantFormat) -> None:
             problems.append(f"options {sorted(reserved)} clash with quantize()'s own arguments")
         if not fmt.table_types:
             problems.append("declares no table_types")
+        import inspect
+
+        if "device" not in inspect.signature(fmt.quantize).parameters:
+            problems.append("quantize() takes no device= argument")
     if problems:
         raise FormatContractError(f"format {getattr(fmt, 'name', cls.__name__)!r}: " + "; ".join(problems))
 
@@ -343,6 +378,7 @@ RESERVED_OPTIONS = frozenset(
         "revision",
         "progress",
         "provenance",
+        "device",
         "text",
         "ctx",
         "max_tokens",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from ..artifact import MANIFEST, Manifest
 from ..errors import UsageError
 from ..formats.base import Progress, no_progress
+from ..io import finite_json
 from .bundle import (
     CARD,
     CHECKSUMS,
@@ -92,23 +92,17 @@ class PublishResult:
         }
 
 
-def _finite(obj: Any) -> Any:
-    """JSON without NaN/Infinity (strict parsers reject them)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n").encode()
+    return (json.dumps(finite_json(obj), indent=2, default=str, allow_nan=False) + "\n").encode()
 
 
 def _check_options(
-    target: Target, private: bool, revision: str | None, create_pr: bool, overwrite: bool
+    target: Target,
+    private: bool,
+    revision: str | None,
+    create_pr: bool,
+    overwrite: bool,
+    hard_link: bool = False,
 ) -> None:
     if not target.is_hub:
         for flag, given in (("--private", private), ("--revision", revision), ("--create-pr", create_pr)):
@@ -121,6 +115,8 @@ def _check_options(
             "--overwrite applies to folder targets only",
             hint="a Hub publish adds commits; use --revision BRANCH or --create-pr to keep main untouched",
         )
+    if target.is_hub and hard_link:
+        raise UsageError("--hard-link applies to folder targets only", hint="drop --hard-link")
     if revision is not None and (not revision.strip() or revision.startswith("refs/pr/")):
         raise UsageError(
             f"bad --revision '{revision}'", hint="name a branch; use --create-pr for a pull request"
@@ -144,10 +140,11 @@ def build_bundle(
     folder = Path(artifact_dir)
     manifest = Manifest.read(folder)
     names = select_variants(manifest, list(variants or []))
-    statuses, forced = check_validation(manifest, names, force)
     paths = payload_paths(manifest, names)
+    files = [source_file(folder, manifest, p, v) for p, v in paths]  # each path checked to stay inside
+    statuses, forced = check_validation(manifest, names, force)
     bundle = Bundle(folder, manifest, names, statuses=statuses, forced=forced)
-    bundle.files = [source_file(folder, manifest, p, v) for p, v in paths]
+    bundle.files = files
     if limits is not None:
         check_file_sizes(bundle, limits)  # before hours of hashing
     verify_payload(folder, manifest, [p for p, _ in paths], progress)
@@ -174,6 +171,7 @@ def publish(
     dry_run: bool = False,
     force: bool = False,
     overwrite: bool = False,
+    hard_link: bool = False,
     variants: Sequence[str] | None = None,
     token: str | None = None,
     limits: HubLimits | None = None,
@@ -185,17 +183,23 @@ def publish(
     differs from the manifest; a variant whose validation failed or is missing, unless ``force``;
     a Hub file over 50 GB; an existing different folder without ``overwrite``. ``dry_run`` does the
     checks and returns the plan (files, commits, card) without writing or uploading. ``variants``
-    publishes a subset. The token (``token``, else HF_TOKEN, else the huggingface_hub login) is
+    publishes a subset. A folder publish copies the files (copy-on-write clones where the
+    filesystem has them), so it does not change when the artifact does; ``hard_link`` links them
+    instead (no space taken; the two folders then share their bytes). The token (``token``, else HF_TOKEN, else the huggingface_hub login) is
     used for the upload only.
     """
     target = parse_target(to)
-    _check_options(target, private, revision, create_pr, overwrite)
+    _check_options(target, private, revision, create_pr, overwrite, hard_link)
     hub_limits = (limits or HubLimits()) if target.is_hub else None
     tok = None
     if target.is_hub and not dry_run:
         from .hub import resolve_token
 
         tok = resolve_token(token)  # fail before hashing, not after
+    if not target.is_hub and not dry_run:
+        from ..io import check_writable
+
+        check_writable(target.path.parent, what="publish target's parent folder")
     bundle = build_bundle(
         artifact_dir,
         repo_id=target.repo_id,
@@ -242,7 +246,7 @@ def publish(
         return result
     from .local import publish_local
 
-    lo = publish_local(bundle, target.path, overwrite=overwrite, progress=progress)
+    lo = publish_local(bundle, target.path, overwrite=overwrite, hard_link=hard_link, progress=progress)
     result.url = str(lo.path)
     result.unchanged = lo.unchanged
     result.uploaded = [] if lo.unchanged else lo.linked + lo.copied + lo.written

@@ -17,7 +17,7 @@ from typing import Any
 from ..artifact import MANIFEST, FileRecord, Manifest, verify_files
 from ..errors import PublishError, UsageError, ValidationFailedError
 from ..formats.base import Progress, no_progress
-from ..io import human_bytes
+from ..io import human_bytes, path_inside
 from .scrub import public_text, scrub, shorten_home
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class VariantStatus:
     name: str
     passed: bool
     problems: tuple[str, ...] = ()  # why it did not pass: failed gates, load error, no validation
+    cause: str = ""  # "": passed; else missing | changed | error | gates (what the hint suggests)
 
     def describe(self) -> str:
         return f"{self.name} ({'; '.join(self.problems)})" if self.problems else self.name
@@ -104,30 +105,47 @@ def select_variants(manifest: Manifest, names: list[str] | tuple[str, ...] | Non
 
 def _gate_problem(g: dict[str, Any]) -> str:
     if g.get("error"):
-        return f"did not load: {g['error']}"
+        return f"{'did not load' if g.get('name') == 'loads' else 'evaluation failed'}: {g['error']}"
     op = "<" if str(g.get("name", "")).startswith("min_") else ">"
     return f"{g.get('name')} {g.get('value', float('nan')):.4g} {op} {g.get('limit', float('nan')):.4g}"
 
 
 def validation_status(manifest: Manifest, variant: str) -> VariantStatus:
-    val = manifest.variants[variant].validation
+    rec = manifest.variants[variant]
+    val = rec.validation
     if val is None:
-        return VariantStatus(variant, False, ("not validated",))
+        return VariantStatus(variant, False, ("not validated",), "missing")
     changed = [
         f
         for f, sha in val.files_sha256.items()
-        if (rec := manifest.files.get(f)) is None or rec.sha256 != sha
+        if (meta := manifest.files.get(f)) is None or meta.sha256 != sha
     ]
     if changed:  # the validation measured other bytes than the manifest now records (another run's)
-        return VariantStatus(variant, False, (f"validated a different {changed[0]} than the one recorded",))
+        return VariantStatus(
+            variant, False, (f"validated a different {changed[0]} than the one recorded",), "changed"
+        )
+    unnamed = [f for f in rec.files if f not in val.files_sha256]
+    if unnamed:  # a validation that does not say what it measured cannot vouch for these files
+        return VariantStatus(
+            variant, False, (f"its validation does not name the sha256 of {unnamed[0]}",), "changed"
+        )
     if val.passed:
         return VariantStatus(variant, True)
-    problems = []
     if val.error:
-        problems.append(f"failed to load: {val.error}")
-    res = val.result or {}
-    problems += [_gate_problem(g) for g in res.get("gates") or [] if not g.get("passed")]
-    return VariantStatus(variant, False, tuple(problems) or ("validation failed",))
+        return VariantStatus(variant, False, (f"validation error: {val.error}",), "error")
+    gates = [g for g in (val.result or {}).get("gates") or [] if not g.get("passed")]
+    cause = "error" if gates and all(g.get("error") for g in gates) else "gates"
+    return VariantStatus(variant, False, tuple(map(_gate_problem, gates)) or ("validation failed",), cause)
+
+
+# what to do about a variant that did not pass, by cause
+_HINTS = {
+    "missing": "validate it first (`qwen3-quant quantize` with --validate records the result)",
+    "changed": "validate the files now in the folder (rerun the `qwen3-quant quantize` command)",
+    "error": "fix what the validation error names, then rerun the `qwen3-quant quantize` command to "
+    "validate again",
+    "gates": "quantise again with more bits or a better recipe",
+}
 
 
 def check_validation(
@@ -143,10 +161,8 @@ def check_validation(
         passing = [s.name for s in statuses if s.passed]
         if passing:
             hint = "publish only the variants that passed with " + " ".join(f"--variant {p}" for p in passing)
-        elif any(s.problems == ("not validated",) for s in bad):
-            hint = "validate it first (`qwen3-quant quantize` with --validate records the result)"
         else:
-            hint = "quantise again with more bits or a better recipe"
+            hint = "; ".join(dict.fromkeys(_HINTS[s.cause] for s in bad))
         hint += ", or pass --force to publish anyway (the card will say so)"
         raise ValidationFailedError(
             f"refusing to publish {manifest.name}: " + ", ".join(s.describe() for s in bad), hint=hint
@@ -255,7 +271,10 @@ def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, A
     m["files"] = {k: v for k, v in m["files"].items() if k in keep}
     for v in m["variants"].values():
         if v.get("provenance"):
-            v["provenance"] = {k: public_text(str(x)) for k, x in v["provenance"].items()}
+            # commands and paths are scrubbed; the device facts (a table) stay a table
+            v["provenance"] = {
+                k: public_text(x) if isinstance(x, str) else x for k, x in v["provenance"].items()
+            }
         val = v.get("validation") or {}
         if val.get("result"):
             val["result"] = _clean_result(val["result"], base)
@@ -284,4 +303,5 @@ def checksums_text(files: list[PublishFile]) -> str:
 
 def source_file(folder: Path, manifest: Manifest, path: str, variant: str | None) -> PublishFile:
     meta = manifest.files[path]
-    return PublishFile(path, meta.size, meta.sha256, source=folder / path, variant=variant)
+    src = path_inside(folder, path, what=f"{manifest.name}/{MANIFEST}: file entry")
+    return PublishFile(path, meta.size, meta.sha256, source=src, variant=variant)

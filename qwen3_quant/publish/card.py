@@ -201,6 +201,31 @@ _CARD_HEADS = {
 }
 
 
+def _measured_note(r: dict[str, Any]) -> str:
+    """How a variant was measured, from what its result records (missing facts are left out)."""
+    if not r:
+        return ""
+    has = {k: r[k] for k in r if r[k] is not None and r[k] != ""}
+    runtime = (
+        str(has["runtime"]) + (f" ({has['backend']})" if "backend" in has else "") if "runtime" in has else ""
+    )
+    where = ", validated on ".join(p for p in (runtime, str(has.get("hardware", ""))) if p)
+    text = []
+    if "text" in has:
+        text.append(f"text `{has['text']}`")
+    if "tokens_scored" in has:
+        text.append(
+            f"{has['tokens_scored']} tokens scored" + (f" in windows of {has['ctx']}" if "ctx" in has else "")
+        )
+    speed = []
+    if "prompt_tokens" in has:
+        speed.append(f"{has['prompt_tokens']}-token prompt")
+    if "decode_tokens" in has:
+        speed.append(f"{has['decode_tokens']} generated tokens")
+    parts = [p for p in (where, ", ".join(text), "speed: " + ", ".join(speed) if speed else "") if p]
+    return public_text("; ".join(parts))
+
+
 def validation_section(b: Bundle) -> str:
     rows = []
     notes: list[str] = []
@@ -214,14 +239,9 @@ def validation_section(b: Bundle) -> str:
             + " | ".join(cells)
             + f" | {_gate_cell(s, val is not None)} |"
         )
-        if r:
-            note = (
-                f"{r.get('runtime')} on {r.get('hardware')}; text `{r.get('text')}`, {r.get('tokens_scored')} tokens "
-                f"scored in windows of {r.get('ctx')}; speed: {r.get('prompt_tokens')}-token prompt, "
-                f"{r.get('decode_tokens')} generated tokens"
-            )
-            if note not in notes:
-                notes.append(note)
+        note = _measured_note(r)
+        if note and note not in notes:
+            notes.append(note)
     gate_rows = []
     for s in b.statuses:
         val = b.manifest.variants[s.name].validation
@@ -233,7 +253,7 @@ def validation_section(b: Bundle) -> str:
                 f"{op} {m.format(g.get('limit'), unit=True)} | {'pass' if g.get('passed') else '**FAIL**'} |"
             )
         if val and val.error:
-            gate_rows.append(f"| {s.name} | loads | - | - | **FAIL**: {scrub(val.error)} |")
+            gate_rows.append(f"| {s.name} | runs in its runtime | - | - | **FAIL**: {scrub(val.error)} |")
     heads = " | ".join(_CARD_HEADS.get(k, metric(k).label) for k in CARD_METRICS)
     out = (
         "## Validation\n\n"
@@ -283,6 +303,9 @@ def reproduce_section(b: Bundle) -> str:
         key = (prov.language, public_text(prov.command), _made_by(prov)) if prov else ("", "", "")
         groups.setdefault(key, []).append(v)
     parts = ["## Reproduce\n"]
+    where = _quantised_on(b)
+    if where:
+        parts.append(where)
     for (lang, cmd, made_by), variants in groups.items():
         label = ", ".join(variants)
         if not cmd:
@@ -292,6 +315,22 @@ def reproduce_section(b: Bundle) -> str:
         else:
             parts.append(f"{label}{made_by}:\n\n```sh\n{install}\n{cmd}\n```\n")
     return "\n".join(parts)
+
+
+def _quantised_on(b: Bundle) -> str:
+    """``Quantised on NVIDIA H100 (cuda:0, driver 550.54, CUDA 12.8, 80 GiB).`` per device used."""
+    from ..device import describe_facts
+
+    by_device: dict[str, list[str]] = {}
+    for v in b.variants:
+        prov = b.manifest.variants[v].provenance
+        if prov and prov.quantised_on:
+            by_device.setdefault(describe_facts(prov.quantised_on), []).append(v)
+    if not by_device:
+        return ""
+    if len(by_device) == 1:
+        return f"Quantised on {next(iter(by_device))}.\n"
+    return "".join(f"Quantised on {d}: {', '.join(vs)}.\n" for d, vs in by_device.items())
 
 
 def _made_by(prov) -> str:

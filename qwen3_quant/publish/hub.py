@@ -107,10 +107,29 @@ def plan_commits(files: list[PublishFile], limits: HubLimits) -> list[list[Publi
     return groups
 
 
+_CONFIG_AND_TOKENIZER = (
+    "config",
+    "generation_config",
+    "tokenizer",
+    "special_tokens",
+    "vocab",
+    "merges",
+    "chat_template",
+)
+
+
+def _shared_label(path: str) -> str:
+    """What a shared (no variant's) file is, for a commit message."""
+    stem = path.rsplit("/", 1)[-1].split(".", 1)[0]
+    return "config and tokenizer" if stem.startswith(_CONFIG_AND_TOKENIZER) else path
+
+
 def commit_message(bundle_name: str, group: list[PublishFile], index: int, count: int) -> str:
+    """``Upload NAME (i/n): Q4_K_M, Q8_0, ...``: what the commit holds, by variant; shared files
+    named by what they are (config and tokenizer, else the file); generated files together."""
     variants = []
     for f in group:
-        label = f.variant or ("model card and checksums" if f.generated else "config and tokenizer")
+        label = f.variant or ("model card and checksums" if f.generated else _shared_label(f.path))
         if label not in variants:
             variants.append(label)
     return f"Upload {bundle_name} ({index}/{count}): {', '.join(variants)}"
@@ -283,8 +302,12 @@ class _Hub:
             return {}
         except Exception as exc:
             raise self.error(exc, f"could not list {self.repo_id}@{revision}") from exc
+        from ..io import safe_relpath
+
         return {
-            e.path: RemoteFile(e.size, e.lfs.sha256 if e.lfs else None, e.blob_id)
+            safe_relpath(e.path, what=f"the Hub's listing of {self.repo_id}@{revision}"): RemoteFile(
+                e.size, e.lfs.sha256 if e.lfs else None, e.blob_id
+            )
             for e in entries
             if isinstance(e, RepoFile)
         }

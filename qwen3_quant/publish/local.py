@@ -1,11 +1,13 @@
-"""Publishing to a local folder: the files (hard-linked when on the same filesystem, copied and
-re-hashed otherwise) plus the generated card, eval.json, manifest and SHA256SUMS, written under a
-temporary name and renamed when complete."""
+"""Publishing to a local folder: the files (copied and re-hashed, as copy-on-write clones where the
+filesystem has them; hard links only when asked) plus the generated card, eval.json, manifest and
+SHA256SUMS, written under a temporary name and renamed when complete.
+
+A published folder does not change when the artifact it came from changes, unless it was published
+with ``hard_link=True`` (then both names share the same bytes)."""
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ArtifactExistsError, PublishError, UsageError
 from ..formats.base import Progress, no_progress
-from ..io import atomic_output, ensure_free_space
+from ..io import atomic_output, copy_file_hashed, ensure_free_space, path_inside
 from .bundle import CHECKSUMS, Bundle, PublishFile
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,9 @@ _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 @dataclass
 class LocalOutcome:
     path: Path
-    linked: list[str] = field(default_factory=list)
-    copied: list[str] = field(default_factory=list)
+    linked: list[str] = field(default_factory=list)  # hard links (hard_link=True only)
+    copied: list[str] = field(default_factory=list)  # copies and copy-on-write clones
+    cloned: list[str] = field(default_factory=list)  # the copies that are copy-on-write clones
     written: list[str] = field(default_factory=list)  # generated files
     unchanged: bool = False
 
@@ -42,20 +45,14 @@ def same_publish(dest: Path, bundle: Bundle) -> bool:
     return all((dest / f.path).is_file() and (dest / f.path).stat().st_size == f.size for f in bundle.files)
 
 
-def _copy_verified(f: PublishFile, out: Path, on_bytes) -> None:
-    h = hashlib.sha256()
-    with open(f.source, "rb") as src, open(out, "wb") as dst:
-        while block := src.read(8 << 20):
-            h.update(block)
-            dst.write(block)
-            on_bytes(len(block))
-        dst.flush()
-        os.fsync(dst.fileno())
-    if h.hexdigest() != f.sha256:
+def _copy_verified(f: PublishFile, out: Path, on_bytes) -> str:
+    sha, how = copy_file_hashed(f.source, out, on_bytes)
+    if sha != f.sha256:
         raise PublishError(
             f"{f.path} changed while it was being copied (sha256 differs from the manifest)",
             hint="make sure nothing writes to the artifact folder, then rerun",
         )
+    return how
 
 
 def _can_link(src_dir: Path, dest_parent: Path) -> bool:
@@ -66,11 +63,20 @@ def _can_link(src_dir: Path, dest_parent: Path) -> bool:
 
 
 def publish_local(
-    bundle: Bundle, dest: Path, *, overwrite: bool = False, progress: Progress = no_progress
+    bundle: Bundle,
+    dest: Path,
+    *,
+    overwrite: bool = False,
+    hard_link: bool = False,
+    progress: Progress = no_progress,
 ) -> LocalOutcome:
-    dest = Path(dest).expanduser().resolve()
+    """Write ``bundle`` to the folder ``dest``. Files are copies (or copy-on-write clones);
+    ``hard_link`` links them instead where the filesystem allows, so that the publish takes no
+    space but changes whenever the artifact's files are changed in place."""
+    dest = Path(dest).expanduser()
+    dest = dest.parent.resolve() / dest.name  # a symlink at dest is replaced, never written through
     src = bundle.artifact_dir.resolve()
-    if _inside(dest, src) or _inside(src, dest):
+    if _inside(dest.resolve(), src) or _inside(src, dest.resolve()):
         raise UsageError(
             f"the publish folder {dest} overlaps the artifact folder {src}", hint="choose another --to folder"
         )
@@ -86,7 +92,7 @@ def publish_local(
                 hint="pass --overwrite to replace it, or choose another --to folder",
             )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    link = _can_link(src, dest.parent)
+    link = hard_link and _can_link(src, dest.parent)
     need = sum(f.size for f in bundle.files if f.generated or not link)
     ensure_free_space(dest.parent, need, what=f"publish {bundle.name} to {dest}")
     total = bundle.total_bytes
@@ -101,7 +107,7 @@ def publish_local(
     with atomic_output(dest, overwrite=True) as tmp:
         tmp.mkdir(parents=True)
         for f in bundle.files:
-            target = tmp / f.path
+            target = path_inside(tmp, f.path, what=f"{bundle.name}: published file")
             target.parent.mkdir(parents=True, exist_ok=True)
             if f.generated:
                 target.write_bytes(f.data)
@@ -119,14 +125,16 @@ def publish_local(
                         raise
                     link = False
                     log.info("cannot hard-link into %s (%s); copying", dest, os.strerror(exc.errno))
-            _copy_verified(f, target, advance)
+            if _copy_verified(f, target, advance) == "reflink":
+                out.cloned.append(f.path)
             out.copied.append(f.path)
     log.info(
-        "published %s to %s: %d linked, %d copied, %d generated",
+        "published %s to %s: %d hard-linked, %d copied (%d as copy-on-write clones), %d generated",
         bundle.name,
         dest,
         len(out.linked),
         len(out.copied),
+        len(out.cloned),
         len(out.written),
     )
     return out

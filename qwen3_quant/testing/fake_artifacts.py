@@ -8,11 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..artifact import ValidationRecord, record_validation, record_variant
+from ..artifact import Manifest, ValidationRecord, record_validation, record_variant
 from ..eval.evaluate import EvalResult
 from ..eval.gates import check_gates, default_gates
 from ..formats import get_format
 from ..provenance import Provenance
+from ..validate import measured_files
 
 
 def gate_metrics(bits: int, passing: bool) -> dict[str, float]:
@@ -31,8 +32,15 @@ def gate_metrics(bits: int, passing: bool) -> dict[str, float]:
     }
 
 
-def validation_record(bits: int, metrics: dict[str, float], variant: str, runtime: str) -> ValidationRecord:
-    """A manifest ``validation`` entry for the given metrics, judged by the default gates."""
+def validation_record(
+    bits: int,
+    metrics: dict[str, float],
+    variant: str,
+    runtime: str,
+    files_sha256: dict[str, str] | None = None,
+) -> ValidationRecord:
+    """A manifest ``validation`` entry for the given metrics, judged by the default gates, naming
+    the sha256 of the files it measured."""
     gates = default_gates(bits)
     checked = check_gates(gates, **metrics)
     base_ppl = 12.5
@@ -63,7 +71,9 @@ def validation_record(bits: int, metrics: dict[str, float], variant: str, runtim
         gates=[asdict(g) for g in checked],
         passed=all(g.passed for g in checked),
     )
-    return ValidationRecord(bool(res.passed), gates.to_dict(), res.to_dict())
+    return ValidationRecord(
+        bool(res.passed), gates.to_dict(), res.to_dict(), files_sha256=dict(files_sha256 or {})
+    )
 
 
 def make_artifact(
@@ -121,11 +131,12 @@ def make_artifact(
             provenance=Provenance("cli", cmd),
         )
         state = validation.get(variant, "pass")
+        measured = measured_files(folder, Manifest.read(folder), variant)
         if state in ("pass", "fail"):
             record_validation(
                 folder,
                 variant,
-                validation_record(bits, gate_metrics(bits, state == "pass"), variant, f.runtime),
+                validation_record(bits, gate_metrics(bits, state == "pass"), variant, f.runtime, measured),
             )
         elif state == "error":
             record_validation(
@@ -135,6 +146,7 @@ def make_artifact(
                     False,
                     default_gates(bits).to_dict(),
                     error="llama.cpp could not load the file (bad magic)",
+                    files_sha256=measured,
                 ),
             )
     return folder

@@ -38,10 +38,12 @@ class GGUFFormat(QuantFormat):
     card_description, hub_library = "GGUF files for llama.cpp", "gguf"
     recipe_labels = {"type": "Type", "imatrix": "Importance matrix"}
     seconds_per_billion, min_seconds = 90.0, 20.0
+    scratch_source_copies = 1.0  # the bf16 base conversion every type is made from
     table_types = TABLE_TYPES
     shares_folder = True  # every type of a model in one folder, as Hub GGUF repos are
     rebuild_damaged = True  # a damaged type is rebuilt from the kept base conversion
     variant_counts_shared_files = False  # the importance matrix is a by-product, not part of a type
+    gpu_quantise = True  # the importance matrix (llama.cpp's conversion and quantiser stay on the CPU)
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         ftype = normalise_type(variant)
@@ -51,11 +53,32 @@ class GGUFFormat(QuantFormat):
         # while it is assembled), the embedding table once, and the calibration's hidden states
         biggest = max(t.total_numel for t in iter_tensors(arch, stacked=True))
         peak = int(5 * biggest + 0.75 * GiB)
+        gpu = None
         if GGUFConfig(types=(ftype,)).uses_imatrix(ftype):
             hidden_states = 2 * 4 * CALIB_TOKENS * arch.hidden_size
             layer = 5 * largest_layer_params(arch)
             peak = max(peak, int(layer + 2 * arch.vocab_size * arch.hidden_size + hidden_states + GiB))
-        return SizeEstimate(artifact_bytes=estimate_file_size(arch, ftype), quantise_peak_bytes=peak)
+            # on CUDA: one layer (fp32 when it fits) and the hidden states on the GPU, the CUDA context
+            gpu = int(4 * largest_layer_params(arch) + hidden_states + GiB)
+        return SizeEstimate(
+            artifact_bytes=estimate_file_size(arch, ftype), quantise_peak_bytes=peak, gpu_peak_bytes=gpu
+        )
+
+    def runtime_peak_bytes(self, arch: ArchShape, variant: str, ctx: int) -> int:
+        # llama.cpp maps the file: its pages count in RSS while read but are page cache, which the
+        # system evicts and reads again when memory is short (slower, not failing), so they are not
+        # counted. Counted: an f16 KV cache, the output and compute buffers of one 512-token
+        # micro-batch (its logits, attention scores), the scorer's blocks (read in place)
+        from ...working_set import PROCESS_BASE_BYTES, kv_cache_bytes, scoring_bytes
+
+        ubatch = min(ctx, 512)
+        buffers = 4 * ubatch * (2 * arch.vocab_size + arch.num_attention_heads * ctx)
+        return (
+            PROCESS_BASE_BYTES
+            + kv_cache_bytes(arch, ctx, 2)
+            + buffers
+            + scoring_bytes(arch, ctx, copies=False)
+        )
 
     def nominal_bits(self, variant: str) -> int:
         return nominal_bits(variant)
@@ -89,11 +112,19 @@ class GGUFFormat(QuantFormat):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
+        device=None,
     ) -> list[str]:
         from .build import GGUFBuild
 
         build = GGUFBuild(
-            source, info, config, Path(out_dir), overwrite=overwrite, progress=progress, provenance=provenance
+            source,
+            info,
+            config,
+            Path(out_dir),
+            overwrite=overwrite,
+            progress=progress,
+            provenance=provenance,
+            device=device,
         )
         return build.run()
 
@@ -105,8 +136,15 @@ class GGUFFormat(QuantFormat):
         if path.is_file():
             return super().eval_targets(path, manifest, variant)
         targets = super().eval_targets(path, manifest, variant)
+        from ...io import path_inside
+
         return [
-            EvalTarget(path / manifest.variants[t.variant].files[0], t.runtime, t.variant, path)  # type: ignore[index]
+            EvalTarget(
+                path_inside(path, manifest.variants[t.variant].files[0], what=f"{path}: file of {t.variant}"),  # type: ignore[index]
+                t.runtime,
+                t.variant,
+                path,
+            )
             for t in targets
         ]
 

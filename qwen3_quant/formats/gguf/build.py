@@ -37,6 +37,7 @@ from ...io import (
     disk_errors,
     ensure_free_space,
     file_lock,
+    path_inside,
     remove_path,
 )
 from ..base import Progress, no_progress
@@ -64,8 +65,10 @@ class GGUFBuild:
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance=None,
+        device=None,
     ):
         self.source, self.info, self.cfg = source, info, config
+        self.device = device  # where the importance matrix is computed (the CPU when None)
         self.out = Path(out_dir)
         self.work = self.out / WORK
         self.overwrite, self.progress, self.provenance = overwrite, progress, provenance
@@ -271,7 +274,7 @@ class GGUFBuild:
                 )
         from .imatrix import collect_imatrix
 
-        im = collect_imatrix(self.info, cs.samples, progress=self.progress)
+        im = collect_imatrix(self.info, cs.samples, progress=self.progress, device=self.device)
         im.datasets = [cs.mix]
         im.meta = {**want, "calibration.mix": cs.mix, "calibration.tokens": str(cs.n_tokens)}
         with self._scratch("imatrix") as tmp:
@@ -300,7 +303,7 @@ class GGUFBuild:
             os.replace(f, self.out / f.name)
         self._record(ftype, [e["name"] for e in entries], shared, recipe)
         for stale in set(old.files if old else []) - {e["name"] for e in entries}:
-            remove_path(self.out / stale)
+            remove_path(path_inside(self.out, stale, what=f"{self.out.name}: file of {ftype}"))
         journal.unlink()
 
     def _write_ollama_files(self) -> list[str]:
@@ -313,9 +316,11 @@ class GGUFBuild:
         return list(files)
 
     def _record(self, ftype: str, files: list[str], shared: list[str], recipe: dict[str, Any]) -> None:
+        from . import FORMAT  # the artifact's name comes from the model and format, not the folder
+
         record_variant(
             self.out,
-            name=self.out.name,
+            name=FORMAT.artifact_name(self.source.name, self.cfg),
             fmt="gguf",
             source=self.src,
             variant=ftype,
@@ -330,6 +335,8 @@ class GGUFBuild:
         """Complete (or undo) a publication a killed run left half done."""
         for journal in self.work.glob("publish-*.json"):
             j = json.loads(journal.read_text())
+            for e in j["files"]:  # names read back from disk: they must stay in the folder
+                path_inside(self.out, e["name"], what=str(journal))
             done = all(
                 (self.out / e["name"]).is_file() and (self.out / e["name"]).stat().st_size == e["size"]
                 for e in j["files"]

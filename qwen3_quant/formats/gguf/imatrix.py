@@ -125,6 +125,7 @@ def collect_imatrix(
     *,
     threads: int | None = None,
     progress: Progress = no_progress,
+    device=None,
 ) -> Imatrix:
     """Run the calibration samples through the unquantised model and accumulate the statistics.
 
@@ -133,6 +134,11 @@ def collect_imatrix(
     inputs), and the layer is dropped before the next is read. Memory is one layer plus the
     samples' hidden states, not the model. Layers compute in fp32 when that fits in free memory
     (exact activations), else in the checkpoint's bf16.
+
+    ``device`` (a :class:`~qwen3_quant.device.Device`, the CPU by default): on CUDA each layer is
+    moved to the GPU, the hidden states stay there between layers, the squared sums are taken on
+    the GPU in fp32 and accumulated on the host in float64, as on the CPU. fp32 is chosen when the
+    layer fits three times in free GPU memory, else bf16.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -141,25 +147,31 @@ def collect_imatrix(
     hf_logging.disable_progress_bar()
     if threads:
         torch.set_num_threads(threads)
+    dev = device.torch if device is not None else "cpu"
     config = AutoConfig.from_pretrained(info.path)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     body = skeleton.model
-    rotary = type(body.rotary_emb)(config=skeleton.config)
+    rotary = type(body.rotary_emb)(config=skeleton.config).to(dev)
     weights = _Weights(info)
-    hidden = _embed(torch, weights, samples)
-    masks = {n: torch.full((n, n), float("-inf")).triu(1)[None, None] for n in {len(s) for s in samples}}
+    hidden = [h.to(dev) for h in _embed(torch, weights, samples)]
+    masks = {
+        n: torch.full((n, n), float("-inf"), device=dev).triu(1)[None, None]
+        for n in {len(s) for s in samples}
+    }
     im = Imatrix()
     n_layers = len(body.layers)
     with torch.inference_mode():
         for li in range(n_layers):
             layer = body.layers[li]
-            dtype = _layer_dtype(torch, layer)
-            layer.load_state_dict(weights.layer_state(layer, li, dtype), strict=True, assign=True)
+            dtype = _layer_dtype(torch, layer, dev)
+            state = {k: v.to(dev) for k, v in weights.layer_state(layer, li, dtype).items()}
+            layer.load_state_dict(state, strict=True, assign=True)
+            del state
             handles = _install_hooks(torch, layer, li, im)
             try:
                 for k, h in enumerate(hidden):
-                    pos = torch.arange(h.shape[1])[None]
+                    pos = torch.arange(h.shape[1], device=dev)[None]
                     cos, sin = rotary(h, pos)
                     out = layer(
                         h.to(dtype),
@@ -238,11 +250,15 @@ def _embed(torch, weights: _Weights, samples: list[list[int]]) -> list:
     return out
 
 
-def _layer_dtype(torch, layer):
-    import psutil
-
+def _layer_dtype(torch, layer, dev: str = "cpu"):
     n = sum(p.numel() for p in layer.parameters())
-    return torch.float32 if 4 * n * 3 < psutil.virtual_memory().available else torch.bfloat16
+    if dev == "cpu":
+        import psutil
+
+        free = psutil.virtual_memory().available
+    else:
+        free = torch.cuda.mem_get_info(torch.device(dev))[0]
+    return torch.float32 if 4 * n * 3 < free else torch.bfloat16
 
 
 # HF linear modules under ``model.layers.N.`` -> architecture role (named in GGUF by gguf_name)
@@ -279,7 +295,7 @@ def _has(module, path: str) -> bool:
 
 def _sq_sum(x) -> np.ndarray:
     x = x.detach().float()
-    return (x * x).sum(dim=0).double().numpy()
+    return (x * x).sum(dim=0).double().cpu().numpy()
 
 
 def _dense_hook(im: Imatrix, name: str):

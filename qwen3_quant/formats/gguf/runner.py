@@ -21,6 +21,17 @@ from .gguf_io import read_header, split_set
 from .llama import captured_log, last_error, lib
 
 KV_TYPES = {"f32": 0, "f16": 1}
+ALL_LAYERS = 999  # n_gpu_layers that offloads every layer (llama.cpp caps it at the model's count)
+
+
+def offload_plan(device, supports_offload: bool) -> tuple[int, str]:
+    """``n_gpu_layers`` and the backend note for ``device``: every layer on the GPU when this
+    llama-cpp-python was built with GPU support, else none (the note says why)."""
+    if not device.is_cuda:
+        return 0, "CPU"
+    if not supports_offload:
+        return 0, f"CPU (this llama-cpp-python has no GPU offload; {device.torch} unused)"
+    return ALL_LAYERS, f"all layers offloaded to {device.torch}"
 
 
 def check_gguf_files(path: Path) -> None:
@@ -43,6 +54,14 @@ def check_gguf_files(path: Path) -> None:
             )
 
 
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " amx_int8" in line for line in fh)
+    except OSError:
+        return False
+
+
 class LlamaCppRunner(Runner):
     runtime = "llama.cpp"
 
@@ -54,22 +73,27 @@ class LlamaCppRunner(Runner):
         threads: int | None = None,
         kv_type: str = "f16",
         flash_attn: bool | None = None,
+        device=None,
     ):
         """``kv_type="f32"`` is the parity mode: an F32 KV cache and, unless ``flash_attn`` says
         otherwise, no flash attention (llama.cpp's CPU flash attention rounds through F16; with it
         the micro model's logits differ from transformers' by ~1.6e-3, without by ~1.5e-5). By
         default llama.cpp decides (flash attention on where it helps), as its own tools do."""
-        super().__init__(path, ctx=ctx, threads=threads)
+        super().__init__(path, ctx=ctx, threads=threads, device=device)
         if kv_type not in KV_TYPES:
             raise UsageError(f"unknown KV cache type {kv_type}", hint="use f16 or f32")
         self.L = L = lib()
         self._model = self._ctx = self._batch = None
         check_gguf_files(self.path)
         mparams = L.llama_model_default_params()
-        if hasattr(mparams, "use_extra_bufts"):
-            # llama.cpp's CPU "extra buffer" repacking of quantised weights (llama-cpp-python
-            # 0.3.36 built for an AVX-512 CPU) segfaults in the first llama_decode of a Q8_0 or
-            # Q4_K_M micro model here; F32 files, which it does not repack, run either way
+        n_gpu, self.backend = offload_plan(self.device, bool(L.llama_supports_gpu_offload()))
+        mparams.n_gpu_layers = n_gpu
+        if n_gpu:
+            mparams.main_gpu = self.device.index or 0
+            mparams.split_mode = 0  # LLAMA_SPLIT_MODE_NONE: the one GPU asked for
+        if cpu_has_amx():
+            # llama.cpp's AMX weight buffers crash (SIGSEGV in ggml_backend_amx_mul_mat) on every
+            # quantised GGUF on an AMX machine here: plain CPU buffers instead
             mparams.use_extra_bufts = False
         with captured_log() as lines:
             model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -83,7 +107,7 @@ class LlamaCppRunner(Runner):
         cparams = L.llama_context_default_params()
         cparams.n_ctx = ctx
         cparams.n_batch = ctx
-        cparams.n_ubatch = min(ctx, 512)
+        cparams.n_ubatch = self.ubatch = min(ctx, 512)
         cparams.n_seq_max = 1
         cparams.n_threads = cparams.n_threads_batch = n_threads
         cparams.type_k = cparams.type_v = KV_TYPES[kv_type]
@@ -143,6 +167,19 @@ class LlamaCppRunner(Runner):
         self._decode(ids, 0, all_logits=True)
         ptr = self.L.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(len(ids), self.n_vocab)).astype(np.float32, copy=True)
+
+    def logits_blocks(self, ids: Sequence[int]):
+        """The window decoded a micro-batch at a time (as llama.cpp splits one call anyway), each
+        block's logits read in place from llama.cpp's output buffer: no window x vocabulary copy,
+        and an output buffer of one micro-batch."""
+        self._check_len(len(ids))
+        self._clear()
+        step = self.ubatch
+        for a in range(0, len(ids), step):
+            b = min(a + step, len(ids))
+            self._decode(ids[a:b], a, all_logits=True)
+            ptr = self.L.llama_get_logits(self._ctx)
+            yield a, np.ctypeslib.as_array(ptr, shape=(b - a, self.n_vocab))
 
     def _last_argmax(self) -> int:
         ptr = self.L.llama_get_logits_ith(self._ctx, -1)

@@ -3,7 +3,8 @@
 ``qwen3-quant quantize MODEL --format gptq|awq``: calibration from a named mix (``calib/``),
 GPTQModel in a worker process, Qwen3-MoE expert coverage with a starved-expert policy, a standard
 checkpoint named as Qwen's releases (``Qwen3-8B-GPTQ-Int4``, ``Qwen3-8B-AWQ``) with its manifest,
-then validation through transformers + GPTQModel's CPU kernels (:mod:`.runner`).
+then validation through transformers + GPTQModel's kernels (:mod:`.runner`), on the CPU or a CUDA
+device (``--device``; on CUDA, one decoder layer at a time on the GPU).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class _GPTQModelFormat(QuantFormat):
         "desc_act": "Activation order",
     }
     g_idx = False
+    gpu_quantise = True
 
     def nominal_bits(self, variant: str) -> int:
         return parse_variant(variant)[0]
@@ -113,6 +115,7 @@ class _GPTQModelFormat(QuantFormat):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
+        device=None,
     ) -> list[str]:
         from .quantizer import quantize_artifact
 
@@ -125,6 +128,7 @@ class _GPTQModelFormat(QuantFormat):
             overwrite=overwrite,
             progress=progress,
             provenance=provenance,
+            device=device,
         )
 
     def recognises(self, path: Path) -> str | None:
@@ -155,7 +159,27 @@ class _GPTQModelFormat(QuantFormat):
         acts = 128 * 2048 * arch.hidden_size * 4 * 2
         peak = 2 * sum(t.total_numel for t in linear_tensors(arch)) + kept_tensor_bytes(arch, 2)
         peak += 3 * 4 * layer + hessians + acts + int(1.5 * GiB)
-        return SizeEstimate(weight_only_bytes(arch, bits, group, g_idx=self.g_idx), peak)
+        return SizeEstimate(
+            weight_only_bytes(arch, bits, group, g_idx=self.g_idx), peak, gpu_peak_bytes=gpu_working_set(arch)
+        )
+
+
+CALIB_SAMPLES_MAX, CALIB_SEQ_MAX = 128, 2048  # the calibration the estimates size for
+
+
+def gpu_working_set(arch: ArchShape) -> int:
+    """GPU memory GPTQModel needs to quantise on CUDA: it keeps the model in host memory and moves
+    one decoder layer at a time to the GPU. On the GPU: the embedding table (the first forward),
+    one layer in bf16, fp32 working copies (weight, quantised weight, error) of its largest linear,
+    the Hessians of all its linears (fp32, in x in each), the layer's calibration inputs and
+    outputs in bf16, and the CUDA context with allocator slack."""
+    layer = largest_layer_params(arch)
+    layer0 = [t for t in linear_tensors(arch) if t.layer == 0]
+    largest_linear = max((t.shape[0] * t.shape[1] for t in layer0), default=0)
+    hessians = sum(t.shape[1] ** 2 * 4 * t.count for t in layer0)
+    acts = CALIB_SAMPLES_MAX * CALIB_SEQ_MAX * arch.hidden_size * 2 * 2
+    embed = arch.vocab_size * arch.hidden_size * 2
+    return int(2 * layer + 3 * 4 * largest_linear + hessians + acts + embed + 1 * GiB)
 
 
 class GPTQFormat(_GPTQModelFormat):

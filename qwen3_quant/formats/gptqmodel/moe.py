@@ -146,10 +146,11 @@ def count_routed_tokens(
         def hook(_mod, _inp, out):
             idx, w = _selection(out, top_k, norm)
             idx = idx.reshape(-1).to(torch.int64)
-            counts[row] += torch.bincount(idx, minlength=n_exp).numpy()
+            counts[row] += torch.bincount(idx, minlength=n_exp).cpu().numpy()
             weight[row] += (
-                torch.zeros(n_exp, dtype=torch.float64)
+                torch.zeros(n_exp, dtype=torch.float64, device=idx.device)
                 .index_add_(0, idx, w.reshape(-1).to(torch.float64))
+                .cpu()
                 .numpy()
             )
 
@@ -158,10 +159,11 @@ def count_routed_tokens(
     for row, (_, gate) in enumerate(found):
         handles.append(gate.register_forward_hook(hook_for(row)))
     tokens = 0
+    device = next(model.parameters()).device
     try:
         with torch.inference_mode():
             for i, ids in enumerate(samples):
-                model(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=False)
+                model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), use_cache=False)
                 tokens += len(ids)
                 if progress:
                     progress(i + 1, len(samples))

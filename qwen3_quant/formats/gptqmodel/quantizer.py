@@ -55,15 +55,28 @@ def variant_key(
     return VariantKey(fmt, cfg.variant, source_fp, {**settings, "calibration_sha256": calib_sha})
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+def visible_devices(device, current: str | None) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a worker on ``device``: nothing for the CPU (GPTQModel would
+    otherwise pick a GPU it sees), else the one GPU chosen, counted among those already visible."""
+    if device is None or not device.is_cuda:
+        return ""
+    index = device.index or 0
+    if current is None or not current.strip():
+        return str(index)
+    visible = [d.strip() for d in current.split(",") if d.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
+def _worker_env(device=None, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
     root = str(Path(__file__).resolve().parents[3])  # the folder holding the qwen3_quant package
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("HF_HUB_OFFLINE", "1")  # the worker reads local folders only
+    env["CUDA_VISIBLE_DEVICES"] = visible_devices(device, env.get("CUDA_VISIBLE_DEVICES"))
     return env
 
 
-def run_worker(job: dict[str, Any], work: Path, progress: Progress) -> dict[str, Any]:
+def run_worker(job: dict[str, Any], work: Path, progress: Progress, device=None) -> dict[str, Any]:
     """Run the GPTQModel worker on ``job``; returns its result. Its output goes to ``work/gptqmodel.log``."""
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -75,7 +88,8 @@ def run_worker(job: dict[str, Any], work: Path, progress: Progress) -> dict[str,
     cmd = [sys.executable, "-m", "qwen3_quant.formats.gptqmodel.worker", str(work / "job.json")]
     with open(log_path, "w") as logf:
         # GPTQModel writes a logs/ folder into its working directory: keep it in `work`
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_worker_env(), cwd=work)
+        env = _worker_env(device)
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work)
         try:
             _follow(proc, work / "events.jsonl", progress)
         except BaseException:
@@ -120,6 +134,7 @@ def quantize_artifact(
     overwrite: bool = False,
     progress: Progress = no_progress,
     provenance=None,
+    device=None,
 ) -> list[str]:
     arch = info.arch
     if cfg.starved_experts_given and not arch.is_moe:
@@ -146,6 +161,8 @@ def quantize_artifact(
         "source": str(Path(source.path).resolve()),
         "samples": cs.samples if cs else [],
         "moe": {"policy": cfg.starved_experts, "threshold": cfg.starved_threshold} if arch.is_moe else None,
+        # the worker sees only the chosen GPU (visible_devices), as its device 0
+        "device": "cuda:0" if device is not None and device.is_cuda else "cpu",
     }
     work = dest.parent / f".{dest.name}.work"
     try:
@@ -162,6 +179,7 @@ def quantize_artifact(
             src=src,
             progress=progress,
             provenance=provenance,
+            device=device,
         )
     except QuantizerFailedError:
         raise  # its log stays in `work`
@@ -172,12 +190,16 @@ def quantize_artifact(
     return [variant]
 
 
-def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, progress, provenance) -> None:
+def _write(
+    source, arch, cfg, cs, key, job, dest, work, *, fmt, src, progress, provenance, device=None
+) -> None:
+    from .. import get_format
+
     t0 = time.perf_counter()
     variant = cfg.variant
     with atomic_output(dest, overwrite=True) as tmp:  # decide_variant said what may be replaced
         tmp.mkdir(parents=True)
-        result = run_worker({**job, "out": str(tmp.resolve())}, work, progress)
+        result = run_worker({**job, "out": str(tmp.resolve())}, work, progress, device)
         moe, moe_details = _apply_policy(cfg, result)
         progress("writing checkpoint", 0, 1)
         export = finalize_checkpoint(
@@ -209,6 +231,10 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, progress, p
             "export": export,
             "seconds": round(time.perf_counter() - t0, 1),
             "worker_peak_rss_bytes": result.get("peak_rss_bytes"),
+            "worker_peak_vram_bytes": result.get("peak_vram_bytes"),
+            "device": str(device) if device is not None else "cpu",
+            "seconds_routing": result.get("seconds_routing"),
+            "seconds_quantize": result.get("seconds_quantize"),
         }
         make_readable(tmp)
         files = sorted(
@@ -216,7 +242,7 @@ def _write(source, arch, cfg, cs, key, job, dest, work, *, fmt, src, progress, p
         )
         record_variant(
             tmp,
-            name=dest.name,
+            name=get_format(fmt).artifact_name(source.name, cfg),
             fmt=fmt,
             source=src,
             variant=variant,

@@ -1,5 +1,6 @@
-"""Serving GPTQ and AWQ checkpoints the way users do on a CPU: transformers with GPTQModel's
-kernels (and optimum for GPTQ), fp32 activations.
+"""Serving GPTQ and AWQ checkpoints the way users do: transformers with GPTQModel's kernels (and
+optimum for GPTQ); on the CPU with fp32 activations, on a CUDA device with fp16 activations and
+whatever GPU kernel GPTQModel selects (Marlin, ExLlama, Triton...), named in the result.
 
 transformers 5 fuses Qwen3-MoE experts into ``mlp.experts.gate_up_proj`` / ``down_proj``; a
 per-expert quantised checkpoint then loads with those missing and every ``experts.N.*`` tensor
@@ -45,9 +46,15 @@ def defused_qwen3_moe():
         mod.Qwen3MoeSparseMoeBlock = original
 
 
+def quant_kernels(model) -> list[str]:
+    """The quantised-linear classes a loaded model runs (``MarlinQuantLinear``, ``TorchQuantLinear``)."""
+    return sorted({type(m).__name__ for m in model.modules() if "QuantLinear" in type(m).__name__})
+
+
 class GPTQModelRunner(TransformersRunner):
     runtime = "gptqmodel"
     compute_dtype = "float32"
+    cuda_compute_dtype = "float16"  # what the GPU kernels (Marlin, ExLlama) take
     defuse_moe = True  # tests switch this off to prove the loading check catches random experts
 
     def _load(self):
@@ -68,4 +75,6 @@ class GPTQModelRunner(TransformersRunner):
         dynamo = logging.getLogger("torch._dynamo")
         if dynamo.level == logging.NOTSET and not os.environ.get("TORCH_LOGS"):
             dynamo.setLevel(logging.ERROR)
+        kernels = quant_kernels(model)
+        self.backend = f"{'+'.join(kernels) or 'no quantised linear'} ({self.dtype} on {self.device.torch})"
         return model

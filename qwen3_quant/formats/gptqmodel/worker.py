@@ -7,6 +7,11 @@ The job file says what to do; progress goes to ``job["events"]`` (JSON lines) an
 
 Steps: (MoE) count calibration tokens per expert with the unquantised model and apply the
 starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's per-module log.
+
+``job["device"]`` is ``cpu`` or ``cuda:0``: the caller makes the chosen GPU the only one this
+process sees (``CUDA_VISIBLE_DEVICES``). On CUDA, GPTQModel keeps the unquantised model in host
+memory and moves one decoder layer at a time to the GPU for the calibration forwards and the solver
+(``QuantizeConfig.device``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ def routing_pass(job: dict, events: Events) -> dict[str, Any]:
     samples = job["samples"]
     total = sum(len(s) for s in samples)
     spec = job["moe"]["threshold"]
-    model = AutoModelForCausalLM.from_pretrained(job["source"], dtype=torch.bfloat16)
+    device = job.get("device", "cpu")
+    model = AutoModelForCausalLM.from_pretrained(
+        job["source"], dtype=torch.bfloat16, **routing_placement(device)
+    )
     model.eval()
     stats = count_routed_tokens(
         model,
@@ -54,7 +62,27 @@ def routing_pass(job: dict, events: Events) -> dict[str, Any]:
     )
     del model
     gc.collect()  # before GPTQModel loads its own copy
+    if device != "cpu":
+        torch.cuda.empty_cache()
     return stats.summary()
+
+
+def routing_placement(device: str, free_vram: int | None = None, free_ram: int | None = None) -> dict:
+    """``from_pretrained`` placement for the routing count: on CUDA, accelerate's ``device_map="auto"``
+    with the GPU capped at 80 % of its free memory, so the layers that do not fit stay in host
+    memory and are moved to the GPU only while they run (a model larger than the GPU still
+    counts on it); on the CPU, transformers' default."""
+    if device == "cpu":
+        return {}
+    import psutil
+    import torch
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if free_vram is None:
+        free_vram = torch.cuda.mem_get_info(index)[0]
+    if free_ram is None:
+        free_ram = psutil.virtual_memory().available
+    return {"device_map": "auto", "max_memory": {index: int(free_vram * 0.8), "cpu": int(free_ram * 0.9)}}
 
 
 def quantize_config(job: dict):
@@ -74,6 +102,10 @@ def quantize_config(job: dict):
         "sym": job["sym"],
         "offload_to_disk": False,  # the model is in memory anyway; no copy of it under /tmp
     }
+    if (
+        job.get("device", "cpu") != "cpu"
+    ):  # where layers are calibrated and solved; the model stays on the host
+        common["device"] = job["device"]
     if job["method"] == "rtn":
         return RTNConfig(**common)
     moe = job.get("moe")
@@ -88,6 +120,21 @@ def quantize_config(job: dict):
     if job["method"] == "awq":
         return AWQConfig(**common, **extra)
     return GPTQConfig(**common, desc_act=job["act_order"], damp_percent=job["damp_percent"], **extra)
+
+
+def load_kwargs(job: dict) -> dict[str, Any]:
+    """``GPTQModel.load`` arguments: on the CPU the model and the work stay there; on CUDA the
+    quantisation device is in the QuantizeConfig and GPTQModel refuses a ``device`` beside it."""
+    return {"device": "cpu"} if job.get("device", "cpu") == "cpu" else {}
+
+
+def quantize_backend(method: str, device: str, backend_enum) -> Any:
+    """The kernel backend GPTQModel's quantize() packs for: AWQ on the CPU needs its torch kernel
+    (the default AWQ GEMM kernel needs CUDA); everything else, and AWQ on CUDA, GPTQModel's own
+    choice (AWQ GEMM, GPTQ Marlin / ExLlama / Triton as the GPU allows)."""
+    if method == "awq" and device == "cpu":
+        return backend_enum.AWQ_TORCH
+    return None
 
 
 def record_awq_fallbacks(found: list[str]) -> None:
@@ -147,7 +194,7 @@ def run(job: dict) -> dict[str, Any]:
     qc = quantize_config(job)
     events("loading model", 0, 1)
     t1 = time.perf_counter()
-    model = gptqmodel.GPTQModel.load(job["source"], qc, device="cpu")
+    model = gptqmodel.GPTQModel.load(job["source"], qc, **load_kwargs(job))
     n_layers = int(model.model.config.num_hidden_layers)
     done = {"n": 0}
 
@@ -161,8 +208,13 @@ def run(job: dict) -> dict[str, Any]:
         record_awq_fallbacks(awq_fallbacks)
     events("quantising layers", 0, n_layers)
     kwargs: dict[str, Any] = {"batch_size": 1}
-    if job["method"] == "awq":
-        kwargs["backend"] = gptqmodel.BACKEND.AWQ_TORCH  # the default AWQ backend needs CUDA
+    backend = quantize_backend(job["method"], job.get("device", "cpu"), gptqmodel.BACKEND)
+    if backend is not None:
+        kwargs["backend"] = backend
+    if job.get("device", "cpu") != "cpu":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     if job["method"] == "rtn":
         model.quantize(None, **kwargs)
     else:
@@ -181,6 +233,11 @@ def run(job: dict) -> dict[str, Any]:
         result["status"] = "fallback"
     result["seconds_total"] = time.perf_counter() - t0
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if job.get("device", "cpu") != "cpu":
+        import torch
+
+        result["peak_vram_bytes"] = int(torch.cuda.max_memory_allocated())
+        result["device"] = job["device"]
     return result
 
 

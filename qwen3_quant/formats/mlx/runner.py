@@ -28,8 +28,8 @@ class MLXRunner(Runner):
     runtime = "mlx"
     compute_dtype = "stored"
 
-    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
-        super().__init__(path, ctx=ctx, threads=threads)
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None, device=None):
+        super().__init__(path, ctx=ctx, threads=threads, device=device)
         self.mx = require("mlx.core", "mlx")
         utils = require("mlx_lm.utils", "mlx")
         self.cache_mod = require("mlx_lm.models.cache", "mlx")
@@ -49,8 +49,12 @@ class MLXRunner(Runner):
                 hint="rebuild it with qwen3-quant quantize --format mlx --overwrite",
             ) from exc
         self.config = json.loads((folder / "config.json").read_text())
-        if self.mx.default_device() == self.mx.cpu:
+        # MLX computes on its own default device (Metal on a Mac, CUDA with mlx[cuda], else the CPU),
+        # whatever --device says
+        on_cpu = self.mx.default_device() == self.mx.cpu
+        if on_cpu:
             self._compute_in_float32()
+        self.backend = f"MLX {'CPU (float32)' if on_cpu else str(self.mx.default_device())}"
 
     def _compute_in_float32(self) -> None:
         from mlx.utils import tree_map

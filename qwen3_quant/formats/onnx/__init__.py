@@ -86,6 +86,7 @@ class ONNXFormat(QuantFormat):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
+        device=None,  # the builder converts on the CPU (gpu_quantise is False)
     ) -> list[str]:
         from .convert import quantize_onnx
 

@@ -63,6 +63,8 @@ def quantize_onnx(
     progress: Progress = no_progress,
     provenance=None,
 ) -> list[str]:
+    from . import FORMAT
+
     out_dir = Path(out_dir)
     model_kind(info.config)  # an architecture the builder cannot take fails before anything is written
     src = source.manifest_record()
@@ -102,7 +104,7 @@ def quantize_onnx(
         }
         record_variant(
             tmp,
-            name=out_dir.name,
+            name=FORMAT.artifact_name(source.name, cfg),
             fmt=FORMAT_NAME,
             source=src,
             variant=cfg.precision,

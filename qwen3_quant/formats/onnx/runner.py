@@ -1,4 +1,5 @@
-"""The onnxruntime runner: the artifact's decoder graph in a plain onnxruntime session on the CPU.
+"""The onnxruntime runner: the artifact's decoder graph in a plain onnxruntime session, on the CPU,
+or through the CUDA execution provider when the device is a GPU and ``onnxruntime-gpu`` is installed.
 
 The graph takes ``input_ids``, ``attention_mask`` (and ``position_ids`` when it has them) and the
 KV cache as ``past_key_values.N.key/value``, and returns ``logits`` for every position with
@@ -25,11 +26,26 @@ _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": None}
 
 
+def providers_for(device, available: list[str]) -> tuple[list, str]:
+    """The session's providers for ``device`` and the backend note: the CUDA provider on the chosen
+    GPU (CPU for what it cannot run) when onnxruntime has it, else the CPU with a note saying why."""
+    if not device.is_cuda:
+        return ["CPUExecutionProvider"], "CPUExecutionProvider"
+    if "CUDAExecutionProvider" not in available:
+        return (
+            ["CPUExecutionProvider"],
+            f"CPUExecutionProvider (onnxruntime has no CUDA provider: install onnxruntime-gpu; "
+            f"{device.torch} unused)",
+        )
+    cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
+    return [cuda, "CPUExecutionProvider"], f"CUDAExecutionProvider on {device.torch}"
+
+
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, *, ctx: int, threads: int | None = None):
-        super().__init__(path, ctx=ctx, threads=threads)
+    def __init__(self, path: Path, *, ctx: int, threads: int | None = None, device=None):
+        super().__init__(path, ctx=ctx, threads=threads, device=device)
         ort = require("onnxruntime", "onnx")
         self.ort = ort
         folder = self.path if self.path.is_dir() else self.path.parent
@@ -45,13 +61,18 @@ class OnnxRuntimeRunner(Runner):
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
+        providers, self.backend = providers_for(self.device, list(ort.get_available_providers()))
         try:
-            self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(onnx_path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(
                 f"onnxruntime could not load {onnx_path.name}: {str(exc).splitlines()[0][:300]}",
                 hint="rebuild the artifact with qwen3-quant quantize --format onnx --overwrite",
             ) from exc
+        if self.device.is_cuda and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            self.backend = (
+                "CPUExecutionProvider (the CUDA provider did not load: check the CUDA/cuDNN libraries)"
+            )
         self._read_signature()
 
     def _read_signature(self) -> None:

@@ -1,0 +1,207 @@
+"""Peak RSS and wall time of validation's two phases (the reference; the artifact scored in
+llama.cpp against the stored reference) before and after the layer-at-a-time reference and the
+block scorer, on the micro models and Qwen3-0.6B-shaped random checkpoints.
+
+Each measurement is a fresh Python process (its ``ru_maxrss`` is the figure), run once with the
+code tree given as ``--before`` (e.g. ``git archive e69b14f | tar -x -C /tmp/before``) and once
+with this checkout, interleaved model by model. The 0.6B shapes are written by
+``qwen3_quant.testing.synthetic`` (real config, random weights). Usage:
+
+    PYTHONPATH=. python benchmarks/memory_bench.py --before /tmp/before --out benchmarks/memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+
+# child programs: each prints one JSON line {"peak": bytes, "seconds": s, ...}
+_COMMON = """
+import json, resource, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+def done(**kw):
+    kw.update(peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, seconds=time.perf_counter() - t0)
+    print(json.dumps(kw))
+"""
+
+REFERENCE = (
+    _COMMON
+    + """
+from qwen3_quant.eval.evaluate import get_reference, _tokenize
+from qwen3_quant.eval.protocol import text_sha256
+from qwen3_quant.textdata import builtin_text
+base, ref_dir, n, ctx, extra = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+text = builtin_text()
+tokens = _tokenize(base, text, n)
+t0 = time.perf_counter()
+ref = get_reference(base, tokens, text_sha256(text), ctx, 32, ref_dir, **extra)
+done(ppl=ref.perplexity)
+"""
+)
+
+EVALUATE = (
+    _COMMON
+    + """
+from qwen3_quant.eval.evaluate import EvalOptions, evaluate
+art, base, ref_dir, n, ctx, extra = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+res = evaluate(art, base=base, options=EvalOptions(max_tokens=n, ctx=ctx, speed=False, reference_dir=ref_dir, **extra))
+done(ppl=res.perplexity, kld=res.kld_mean, top1=res.top1_agreement)
+"""
+)
+
+QUANTIZE_GGUF = (
+    _COMMON
+    + """
+from qwen3_quant.quantize import quantize
+quantize(sys.argv[1], "gguf", out_dir=sys.argv[2], validate=False, types=sys.argv[3], imatrix=False)
+done()
+"""
+)
+
+
+def run(tree: Path, program: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run(
+        [sys.executable, "-c", program, *args], capture_output=True, text=True, env=env, cwd=tree
+    )
+    if out.returncode:
+        return {
+            "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"rc {out.returncode}"
+        }
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--render", type=Path, help="only print the tables of a JSON this script wrote")
+    ap.add_argument("--before", type=Path, help="the code tree to compare with")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-membench"))
+    ap.add_argument("--out", type=Path, default=HERE / "benchmarks" / "memory.json")
+    ap.add_argument("--tokens", type=int, default=1024)
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--layers", type=int, nargs="*", default=[28, 56])
+    ap.add_argument(
+        "--max-whole-params", type=float, default=0.7e9, help="skip the whole-model fp32 reference above this"
+    )
+    args = ap.parse_args()
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return
+    sys.path.insert(0, str(HERE))
+    from qwen3_quant.catalog import bundled_models
+    from qwen3_quant.catalog.architecture import param_counts
+    from qwen3_quant.checkpoint import inspect_checkpoint
+    from qwen3_quant.testing.synthetic import catalog_shape, write_random_checkpoint
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    models = dict(bundled_models())
+    for n in args.layers:
+        p = args.work / f"Qwen3-0.6B-shape-L{n}"
+        if not (p / "config.json").is_file():
+            write_random_checkpoint(catalog_shape("Qwen3-0.6B", layers=n), p)
+        models[f"Qwen3-0.6B shape, {n} layers"] = p
+    rows = []
+    n, ctx = str(args.tokens), str(args.ctx)
+    for name, path in models.items():
+        params = param_counts(inspect_checkpoint(path).arch).total
+        gguf = args.work / f"{path.name}-gguf"
+        q = {}
+        if not gguf.exists():
+            q = run(HERE, QUANTIZE_GGUF, str(path), str(gguf), "Q8_0")
+        art = str(next(gguf.glob("*.gguf")))
+        row = {"model": name, "params": params, "gguf_q8_0_quantise": q}
+        refs = {}
+        for label, tree in (("after", HERE), ("before", args.before)):
+            ref_dir = args.work / f"ref-{label}-{path.name}-{time.time_ns()}"
+            if label == "before" and params > args.max_whole_params:
+                row["before_reference"] = {
+                    "skipped": f"whole model in fp32 above {args.max_whole_params:.2g}"
+                }
+                ref_dir = refs["after"]  # the same fp32 reference, stored under the same name
+            else:
+                row[f"{label}_reference"] = run(tree, REFERENCE, str(path), str(ref_dir), n, ctx, "{}")
+                refs[label] = ref_dir
+            if label == "after" and params < 0.1e9:  # bf16's effect on KLD, on the trained micro models
+                bf = args.work / f"ref-bf16-{path.name}-{time.time_ns()}"
+                row["after_reference_bf16"] = run(
+                    tree, REFERENCE, str(path), str(bf), n, ctx, json.dumps({"dtype": "bfloat16"})
+                )
+                row["after_scoring_vs_bf16"] = run(
+                    tree,
+                    EVALUATE,
+                    art,
+                    str(path),
+                    str(bf),
+                    n,
+                    ctx,
+                    json.dumps({"reference_dtype": "bfloat16"}),
+                )
+            # the artifact phase alone: the reference is read from the store
+            row[f"{label}_scoring"] = run(tree, EVALUATE, art, str(path), str(ref_dir), n, ctx, "{}")
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    args.out.write_text(json.dumps({"tokens": args.tokens, "ctx": args.ctx, "rows": rows}, indent=1) + "\n")
+    print(render(json.loads(args.out.read_text())))
+
+
+def _cell(m: dict | None, key: str) -> str:
+    if not m:
+        return "-"
+    if "skipped" in m:
+        return "not run"
+    if "error" in m:
+        return "error"
+    return f"{m[key] / 1e9:.2f} GB" if key == "peak" else f"{m[key]:.0f} s"
+
+
+def _ratio(a: dict | None, b: dict | None, key: str) -> str:
+    if not a or not b or key not in a or key not in b:
+        return "-"
+    return f"{a[key] / b[key]:.2f}"
+
+
+def render(data: dict) -> str:
+    """The tables of benchmarks/memory.md from the JSON this script writes."""
+    lines = [
+        f"{data['tokens']:,} tokens in windows of {data['ctx']}; peak RSS (ru_maxrss of a fresh process) and wall time.",
+        "",
+        "| model | params | phase | before peak | after peak | after / before | before time | after time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        for phase, label in (("reference", "reference (fp32)"), ("scoring", "artifact scoring (GGUF Q8_0)")):
+            b, a = r.get(f"before_{phase}"), r.get(f"after_{phase}")
+            lines.append(
+                f"| {r['model']} | {r['params'] / 1e9:.3g}B | {label} | {_cell(b, 'peak')} | {_cell(a, 'peak')} "
+                f"| {_ratio(a, b, 'peak')} | {_cell(b, 'seconds')} | {_cell(a, 'seconds')} |"
+            )
+        bf = r.get("after_reference_bf16")
+        if bf:
+            lines.append(
+                f"| {r['model']} | {r['params'] / 1e9:.3g}B | reference (bf16 layers) | | {_cell(bf, 'peak')} | | "
+                f"| {_cell(bf, 'seconds')} |"
+            )
+    lines += [
+        "",
+        "| model | KLD of Q8_0 vs fp32 reference | vs bf16-layer reference | top-1 vs fp32 | vs bf16 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        a, bf = r.get("after_scoring") or {}, r.get("after_scoring_vs_bf16")
+        if bf and "kld" in a and "kld" in bf:
+            lines.append(
+                f"| {r['model']} | {a['kld']:.3g} | {bf['kld']:.3g} | {a['top1']:.4f} | {bf['top1']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

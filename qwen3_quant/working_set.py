@@ -1,0 +1,68 @@
+"""The memory validation needs, from the catalog's shapes alone (pure Python, no torch).
+
+Validation runs in two phases in one process: the unquantised reference (a decoder layer at a
+time, :mod:`qwen3_quant.eval.layerwise_reference`) unless it is stored already, then the artifact
+in its runtime, scored window by window. Its peak is the larger phase. The runtime's own share
+is declared by each format (``Format.runtime_peak_bytes``); the scorer's share is here. The
+constants the streaming code uses live here too, so the estimate and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from .catalog.architecture import ArchShape
+from .formats.base import largest_layer_params
+
+GiB = 1024**3
+# Python with torch, transformers and numpy imported (measured 0.37 to 0.55 GB of RSS)
+PROCESS_BASE_BYTES = int(0.55 * GiB)
+HEAD_SLICE_ROWS = 16384  # rows of the embedding table / output head read at once
+SCORE_BLOCK = 64  # positions of a window scored at once
+
+
+def reference_peak_bytes(arch: ArchShape, *, n_tokens: int, ctx: int, dtype: str = "float32") -> int:
+    """Peak RSS of computing the reference a layer at a time over ``n_tokens`` in windows of ``ctx``.
+
+    One layer in the compute type (a MoE layer's experts twice while they are stacked), every
+    window's hidden states in fp32, one window's activations (attention scores of every head, the
+    MLP's intermediate products), or, in the output-head phase, one head slice and its logits.
+    """
+    width = 4 if dtype == "float32" else 2
+    n_win = min(ctx, n_tokens)
+    layer = largest_layer_params(arch) * width * (2 if arch.is_moe else 1)
+    hidden = 4 * n_tokens * arch.hidden_size + 2 * (4 + width) * n_win * arch.hidden_size
+    inner = max(arch.intermediate_size, arch.moe_intermediate_size * max(1, arch.num_experts_per_tok))
+    acts = 4 * arch.num_attention_heads * n_win * n_win + 4 * n_win * n_win + 3 * width * n_win * inner
+    head = 6 * HEAD_SLICE_ROWS * arch.hidden_size + 4 * 4 * n_win * HEAD_SLICE_ROWS
+    return PROCESS_BASE_BYTES + hidden + max(layer + acts, head)
+
+
+def kv_cache_bytes(arch: ArchShape, ctx: int, width: int) -> int:
+    """Keys and values of every layer for ``ctx`` positions, ``width`` bytes a number."""
+    return 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim * ctx * width
+
+
+def scoring_bytes(arch: ArchShape, ctx: int, *, copies: bool = True) -> int:
+    """The scorer's arrays beside an artifact runtime: the window's logits as the runner returns
+    them (unless the runner hands out blocks in place), and one block's log-probabilities with
+    their temporaries."""
+    window = 4 * ctx * arch.vocab_size if copies else 0
+    return window + 4 * 4 * SCORE_BLOCK * arch.vocab_size
+
+
+def validation_peak_bytes(reference: int, runtime: int) -> int:
+    """Peak of a validation whose reference and artifact phases need ``reference`` and ``runtime``
+    bytes (the reference is computed first, in the same process, and freed)."""
+    return max(reference, runtime)
+
+
+def validation_estimate(fmt, arch: ArchShape, variant: str, options=None) -> int:
+    """Peak RSS of validating one variant with these evaluation options (defaults when none): the
+    reference computed here (not yet stored) and the artifact scored in ``fmt``'s runtime."""
+    from .eval.options import EvalOptions
+    from .eval.protocol import effective_ctx
+
+    opts = options or EvalOptions()
+    ctx = effective_ctx(opts.ctx, arch.max_position_embeddings)
+    n_tokens = opts.token_budget
+    ref = reference_peak_bytes(arch, n_tokens=n_tokens, ctx=ctx, dtype=opts.reference_dtype)
+    return validation_peak_bytes(ref, fmt.runtime_peak_bytes(arch, variant, min(ctx, n_tokens)))
