@@ -18,7 +18,7 @@ from qwen3_quant.formats import get_format
 from qwen3_quant.formats.base import UsageContext, check_contract
 from qwen3_quant.formats.mlx import FORMAT, MLXConfig
 from qwen3_quant.formats.mlx.config import parse_variant
-from qwen3_quant.formats.mlx.sizes import weights_bytes
+from qwen3_quant.formats.mlx.sizes import mlx_bytes, weights_bytes
 from qwen3_quant.formats.mlx.staging import mlx_config, stage_checkpoint
 
 
@@ -120,6 +120,9 @@ def test_size_estimate_matches_the_files_mlx_lm_writes(model, cfg, request, tmp_
     real = sum(p.stat().st_size for p in (tmp_path / "out").glob("*.safetensors"))
     est = weights_bytes(inspect_checkpoint(src).arch, cfg)
     assert abs(est - real) / real < 0.01, (est, real)  # the rest is the safetensors header
+    folder = sum(p.stat().st_size for p in (tmp_path / "out").iterdir())
+    whole = mlx_bytes(inspect_checkpoint(src).arch, cfg)
+    assert abs(whole - folder) / folder < 0.1, (whole, folder)  # with config, tokenizer, template
     per_layer = [v for v in quant.values() if isinstance(v, dict)]
     if model == "micro_moe":  # the router stays at 8 bits, with a mixed recipe too
         assert {v["bits"] for k, v in quant.items() if k.endswith("mlp.gate")} == {8}

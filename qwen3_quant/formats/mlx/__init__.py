@@ -89,7 +89,7 @@ class MLXFormat(QuantFormat):
         overwrite: bool = False,
         progress: Progress = no_progress,
         provenance: Provenance | None = None,
-        device=None,  # mlx-lm converts on the CPU here (gpu_quantise is False)
+        device=None,  # mlx-lm converts on MLX's default device (gpu_quantise is False)
     ) -> list[str]:
         from .convert import quantize_mlx
 

@@ -31,8 +31,6 @@ class MLXRunner(Runner):
     def __init__(self, path: Path, *, ctx: int, threads: int | None = None, device=None):
         super().__init__(path, ctx=ctx, threads=threads, device=device)
         self.mx = require("mlx.core", "mlx")
-        unused = f"; {self.device.torch} unused" if self.device.is_cuda else ""
-        self.backend = f"MLX on {self.mx.default_device()}{unused}"
         utils = require("mlx_lm.utils", "mlx")
         self.cache_mod = require("mlx_lm.models.cache", "mlx")
         folder = self.path if self.path.is_dir() else self.path.parent
@@ -51,8 +49,12 @@ class MLXRunner(Runner):
                 hint="rebuild it with qwen3-quant quantize --format mlx --overwrite",
             ) from exc
         self.config = json.loads((folder / "config.json").read_text())
-        if self.mx.default_device() == self.mx.cpu:
+        # MLX computes on its own default device (Metal on a Mac, CUDA with mlx[cuda], else the CPU),
+        # whatever --device says
+        on_cpu = self.mx.default_device() == self.mx.cpu
+        if on_cpu:
             self._compute_in_float32()
+        self.backend = f"MLX {'CPU (float32)' if on_cpu else str(self.mx.default_device())}"
 
     def _compute_in_float32(self) -> None:
         from mlx.utils import tree_map
