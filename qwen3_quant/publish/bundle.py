@@ -265,7 +265,9 @@ def published_manifest(bundle: Bundle, *, keep_source_path: bool) -> dict[str, A
     m["files"] = {k: v for k, v in m["files"].items() if k in keep}
     for v in m["variants"].values():
         if v.get("provenance"):
-            v["provenance"] = {k: public_text(str(x)) for k, x in v["provenance"].items()}
+            v["provenance"] = {
+                k: x if isinstance(x, dict) else public_text(str(x)) for k, x in v["provenance"].items()
+            }  # quantised_on stays a record: device facts hold no secrets or paths
         val = v.get("validation") or {}
         if val.get("result"):
             val["result"] = _clean_result(val["result"], base)
