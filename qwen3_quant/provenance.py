@@ -42,7 +42,7 @@ class Provenance:
             str(d["command"]),
             d.get("build_file"),
             d.get("cell"),
-            dict(d["quantised_on"]) if d.get("quantised_on") else None,
+            dict(d["quantised_on"]) if isinstance(d.get("quantised_on"), dict) else None,
         )
 
 

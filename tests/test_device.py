@@ -458,7 +458,12 @@ def test_card_shows_where_it_was_quantised_and_validated(tmp_path):
     assert (
         back == Provenance.from_dict(back.to_dict()) and back.quantised_on["name"] == "NVIDIA H100 80GB HBM3"
     )
-    card = build_bundle(art, repo_id="org/Qwen3-8B-GPTQ-Int4").card
+    bundle = build_bundle(art, repo_id="org/Qwen3-8B-GPTQ-Int4")
+    card = bundle.card
+    from qwen3_quant.publish.bundle import published_manifest
+
+    published = Manifest.from_dict(published_manifest(bundle, keep_source_path=False))
+    assert published.variants["W4g128"].provenance.quantised_on["driver"] == "550.54.15"
     reproduce = card.split("## Reproduce", 1)[1]
     assert "Quantised on NVIDIA H100 80GB HBM3 (cuda:0, driver 550.54.15, CUDA 12.8, 80 GiB)." in reproduce
     assert "gptqmodel (MarlinQuantLinear (float16 on cuda:0)), validated on NVIDIA H100" in card
