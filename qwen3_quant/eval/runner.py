@@ -80,6 +80,16 @@ class Runner(ABC):
     def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError(f"{self.runtime} runner has no tokenizer of its own")
 
+    @staticmethod
+    def tokenize_with_json(folder: Path, text: str) -> list[int]:
+        """Token ids of ``text`` from the folder's tokenizer.json (for runtimes with no tokenizer)."""
+        tok = folder / "tokenizer.json"
+        if not tok.is_file():
+            raise NotImplementedError(f"{folder.name} has no tokenizer.json")
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(tok)).encode(text, add_special_tokens=False).ids
+
     def close(self) -> None:
         return None
 

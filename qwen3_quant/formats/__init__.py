@@ -125,6 +125,27 @@ def option_flag(name: str) -> str:
     return o.spelling if o else "--" + name.replace("_", "-")
 
 
+def int_choice(
+    given: dict, key: str, choices: tuple[int, ...], default: int, *, fmt: str | None = None
+) -> int:
+    """An integer option from ``given`` (a number or its digits) that must be one of ``choices``;
+    anything else is a UsageError naming the flag (and ``fmt``, when given) and the choices."""
+    from ..errors import UsageError
+
+    if key not in given:
+        return default
+    value = given[key]
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
+        what = f"{option_flag(key)} {given[key]}"
+        raise UsageError(
+            f"{fmt} does not take {what}" if fmt else f"{what} is not supported",
+            hint="choose one of: " + ", ".join(map(str, choices)),
+        )
+    return value
+
+
 def noisy_loggers() -> list[str]:
     """The library loggers the formats ask the CLI and build workers to quieten."""
     return list(dict.fromkeys(n for f in all_formats() for n in f.noisy_loggers))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
+from .. import int_choice
 from ..base import Option, takes
 
 BITS = (4, 8)
@@ -98,24 +99,8 @@ def parse_mlx_options(options: dict[str, Any]) -> MLXConfig:
                 "--recipe and --bits both set the weight bits",
                 hint=f"{recipe} uses {RECIPES[recipe][0]} and {RECIPES[recipe][1]} bits; drop --bits",
             )
-    bits = _int_choice(given, "bits", BITS, DEFAULT_BITS)
-    group = _int_choice(given, "group_size", GROUP_SIZES, DEFAULT_GROUP_SIZE)
+    bits = int_choice(given, "bits", BITS, DEFAULT_BITS, fmt="MLX")
+    group = int_choice(given, "group_size", GROUP_SIZES, DEFAULT_GROUP_SIZE, fmt="MLX")
     if recipe:
         bits = RECIPES[recipe][0]
     return MLXConfig(bits, group, recipe)
-
-
-def _int_choice(given: dict[str, Any], key: str, choices: tuple[int, ...], default: int) -> int:
-    if key not in given:
-        return default
-    value = given[key]
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
-        from .. import option_flag
-
-        raise UsageError(
-            f"MLX does not take {option_flag(key)} {given[key]}",
-            hint="choose one of: " + ", ".join(map(str, choices)),
-        )
-    return value

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import UsageError
+from .. import int_choice
 from ..base import Option
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -80,8 +81,8 @@ def parse_onnx_options(options: dict[str, Any]) -> OnnxConfig:
             )
     block_size = accuracy = quantizer = None
     if precision in ("int4", "int8"):
-        block_size = _int_choice(given, "block_size", BLOCK_SIZES, DEFAULT_BLOCK_SIZE)
-        accuracy = _int_choice(given, "accuracy_level", ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL)
+        block_size = int_choice(given, "block_size", BLOCK_SIZES, DEFAULT_BLOCK_SIZE)
+        accuracy = int_choice(given, "accuracy_level", ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL)
         quantizer = str(given.get("quantizer", DEFAULT_QUANTIZER)).strip().lower().replace("-", "_")
         if quantizer not in QUANTIZERS:
             raise UsageError(
@@ -89,19 +90,3 @@ def parse_onnx_options(options: dict[str, Any]) -> OnnxConfig:
                 hint="choose one of: " + ", ".join(QUANTIZERS),
             )
     return OnnxConfig(precision, block_size, accuracy, quantizer)
-
-
-def _int_choice(given: dict[str, Any], key: str, choices: tuple[int, ...], default: int) -> int:
-    if key not in given:
-        return default
-    value = given[key]
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
-        from .. import option_flag
-
-        raise UsageError(
-            f"{option_flag(key)} {given[key]} is not supported",
-            hint="choose one of: " + ", ".join(map(str, choices)),
-        )
-    return value

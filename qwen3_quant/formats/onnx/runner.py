@@ -155,12 +155,7 @@ class OnnxRuntimeRunner(Runner):
         return GenerationTiming(len(prompt_ids), len(produced), t1 - t0, t2 - t1, tuple(produced))
 
     def tokenize(self, text: str) -> list[int]:
-        tok = self.folder / "tokenizer.json"
-        if not tok.is_file():
-            raise NotImplementedError(f"{self.folder.name} has no tokenizer.json")
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(tok)).encode(text, add_special_tokens=False).ids
+        return self.tokenize_with_json(self.folder, text)
 
     def close(self) -> None:
         self.session = None
