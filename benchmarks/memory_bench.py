@@ -2,7 +2,7 @@
 llama.cpp against the stored reference) before and after the layer-at-a-time reference and the
 block scorer, on the micro models and Qwen3-0.6B-shaped random checkpoints.
 
-Each measurement is a fresh Python process (its ``ru_maxrss`` is the figure), run once with the
+Each measurement is a fresh Python process (its VmHWM is the figure: ru_maxrss would keep the forking parent's peak), run once with the
 code tree given as ``--before`` (e.g. ``git archive e69b14f | tar -x -C /tmp/before``) and once
 with this checkout, interleaved model by model. The 0.6B shapes are written by
 ``qwen3_quant.testing.synthetic`` (real config, random weights). Usage:
@@ -24,11 +24,12 @@ HERE = Path(__file__).resolve().parent.parent
 
 # child programs: each prints one JSON line {"peak": bytes, "seconds": s, ...}
 _COMMON = """
-import json, resource, sys, time
+import json, sys, time
+from qwen3_quant.io import peak_rss_bytes
 from pathlib import Path
 t0 = time.perf_counter()
 def done(**kw):
-    kw.update(peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, seconds=time.perf_counter() - t0)
+    kw.update(peak=peak_rss_bytes(), seconds=time.perf_counter() - t0)
     print(json.dumps(kw))
 """
 
@@ -171,7 +172,7 @@ def _ratio(a: dict | None, b: dict | None, key: str) -> str:
 def render(data: dict) -> str:
     """The tables of benchmarks/memory.md from the JSON this script writes."""
     lines = [
-        f"{data['tokens']:,} tokens in windows of {data['ctx']}; peak RSS (ru_maxrss of a fresh process) and wall time.",
+        f"{data['tokens']:,} tokens in windows of {data['ctx']}; peak RSS (VmHWM of a fresh process) and wall time.",
         "",
         "| model | params | phase | before peak | after peak | after / before | before time | after time |",
         "|---|---|---|---|---|---|---|---|",

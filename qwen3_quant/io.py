@@ -326,3 +326,16 @@ def copy_file_hashed(src: Path, dst: Path, on_bytes=None) -> tuple[str, str]:
             fout.flush()
             os.fsync(fout.fileno())
     return h.hexdigest(), how
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec, unlike
+    ``ru_maxrss``, which keeps the peak of the process that forked it (a worker started from a
+    large parent would report the parent's memory)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+    except (OSError, IndexError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

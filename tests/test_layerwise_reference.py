@@ -54,7 +54,7 @@ def test_bf16_layers_stay_close_to_fp32(micro_dense):
 
 
 _PEAK = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 import numpy as np
 from qwen3_quant.eval.protocol import make_windows
@@ -69,7 +69,8 @@ if mode == "layers":
 else:
     with open_runner(model, ctx=128, runtime="transformers") as r:
         score_windows(r, tokens, windows, keep_topk=8)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+from qwen3_quant.io import peak_rss_bytes
+print(json.dumps(peak_rss_bytes()))
 """
 
 

@@ -221,12 +221,10 @@ def _artifact_phase(
 
 
 def _isolated_phase(*args) -> dict[str, Any]:
-    import resource
+    from ..io import peak_rss_bytes
 
     out = _artifact_phase(*args)
-    out["peak_rss_bytes"] = max(
-        out["peak_rss_bytes"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    out["peak_rss_bytes"] = max(out["peak_rss_bytes"], peak_rss_bytes())
     return out
 
 

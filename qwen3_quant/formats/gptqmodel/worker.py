@@ -20,7 +20,6 @@ import csv
 import gc
 import json
 import logging
-import resource
 import sys
 import time
 import traceback
@@ -232,7 +231,9 @@ def run(job: dict) -> dict[str, Any]:
     if job.get("moe") and job["moe"]["policy"] == "fail" and result["quant_log"]["fallback"]:
         result["status"] = "fallback"
     result["seconds_total"] = time.perf_counter() - t0
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from ...io import peak_rss_bytes
+
+    result["peak_rss_bytes"] = peak_rss_bytes()
     if job.get("device", "cpu") != "cpu":
         import torch
 
