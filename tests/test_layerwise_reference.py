@@ -98,4 +98,4 @@ def test_peak_memory_stays_flat_as_depth_grows(tmp_path):
     assert big - small < layer_bytes
     # the estimate `models` and `build --plan` use covers the measured peak, without gross excess
     est = reference_peak_bytes(dataclasses.replace(arch, num_hidden_layers=10), n_tokens=256, ctx=128)
-    assert big <= est < big + 0.6e9, (big, est)
+    assert big <= est < big + 0.5e9, (big, est)
