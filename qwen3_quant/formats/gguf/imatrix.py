@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...checkpoint import CheckpointInfo
+from ...layerwise import CheckpointTensors
 from ..base import Progress, no_progress
 from .types import gguf_name
 
@@ -153,7 +154,7 @@ def collect_imatrix(
         skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     body = skeleton.model
     rotary = type(body.rotary_emb)(config=skeleton.config).to(dev)
-    weights = _Weights(info)
+    weights = CheckpointTensors(info)
     hidden = [h.to(dev) for h in _embed(torch, weights, samples)]
     masks = {
         n: torch.full((n, n), float("-inf"), device=dev).triu(1)[None, None]
@@ -191,59 +192,7 @@ def collect_imatrix(
     return im
 
 
-class _Weights:
-    """Reads one layer's tensors from the safetensors shards, in the layout the layer module wants."""
-
-    def __init__(self, info: CheckpointInfo):
-        self.info = info
-        self.where = {name: info.path / meta.shard for name, meta in info.tensors.items()}
-
-    def get(self, name: str):
-        from safetensors import safe_open
-
-        with safe_open(self.where[name], framework="pt") as f:
-            return f.get_tensor(name)
-
-    def layer_state(self, layer, li: int, dtype) -> dict:
-        import torch
-
-        prefix = f"model.layers.{li}."
-        state = {}
-        for name in self.where:
-            if name.startswith(prefix) and ".mlp.experts." not in name:
-                state[name[len(prefix) :]] = self.get(name).to(dtype)
-        experts = getattr(getattr(layer, "mlp", None), "experts", None)
-        if experts is None:
-            return state
-        e_prefix = prefix + "mlp.experts."
-        if hasattr(experts, "gate_up_proj"):  # transformers 5's fused expert module
-            if self.info.expert_layout == "fused":
-                for k in ("gate_up_proj", "down_proj"):
-                    state[f"mlp.experts.{k}"] = self.get(e_prefix + k).to(dtype)
-            else:
-                n = experts.gate_up_proj.shape[0]
-                gate_up = [
-                    torch.cat(
-                        [
-                            self.get(f"{e_prefix}{e}.gate_proj.weight"),
-                            self.get(f"{e_prefix}{e}.up_proj.weight"),
-                        ]
-                    )
-                    for e in range(n)
-                ]
-                state["mlp.experts.gate_up_proj"] = torch.stack(gate_up).to(dtype)
-                down = [self.get(f"{e_prefix}{e}.down_proj.weight") for e in range(n)]
-                state["mlp.experts.down_proj"] = torch.stack(down).to(dtype)
-        else:  # one module per expert
-            for e in range(len(experts)):
-                for k in ("gate_proj", "up_proj", "down_proj"):
-                    if self.info.expert_layout == "fused":
-                        raise NotImplementedError("fused checkpoint with a per-expert transformers module")
-                    state[f"mlp.experts.{e}.{k}.weight"] = self.get(f"{e_prefix}{e}.{k}.weight").to(dtype)
-        return state
-
-
-def _embed(torch, weights: _Weights, samples: list[list[int]]) -> list:
+def _embed(torch, weights: CheckpointTensors, samples: list[list[int]]) -> list:
     table = weights.get("model.embed_tokens.weight")
     out = [table[torch.tensor(s, dtype=torch.long)][None].float() for s in samples]
     del table
