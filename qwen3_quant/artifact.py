@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactExistsError, ManifestError, MissingFileError
+from .errors import ArtifactExistsError, MissingFileError
 from .io import atomic_write_json, file_lock, path_inside, sha256_file
 from .provenance import Provenance
 
@@ -297,15 +297,9 @@ def load_manifest_or_none(folder: Path) -> dict[str, Any] | None:
 
 def _parse(f: Path) -> dict[str, Any]:
     """The manifest's JSON, checked for shape (types, sizes, file names inside the folder)."""
-    from .manifest_check import check_manifest
+    from .manifest_check import check_manifest, read_checked
 
-    try:
-        d = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(
-            f"{f} is not valid JSON ({exc})", hint="restore the manifest or quantise again"
-        ) from exc
-    return check_manifest(d, str(f))
+    return read_checked(f, check_manifest, hint="restore the manifest or quantise again")
 
 
 def record_variant(

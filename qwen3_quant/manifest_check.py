@@ -4,7 +4,10 @@ folder is refused in one line naming the entry, before any of it is used."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError
@@ -14,6 +17,16 @@ MAX_FILE_BYTES = 1 << 50  # 1 PiB: far above any checkpoint, far below what woul
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HINT = "the manifest was edited or damaged; restore it or quantise again"
 _STATE_HINT = "the state file was edited or damaged; delete the cell's entry (or the file) and rerun"
+
+
+def read_checked(f: Path, check: Callable[[Any, str], dict[str, Any]], *, hint: str) -> dict[str, Any]:
+    """The JSON file ``f`` passed through ``check`` (check_manifest, check_state); JSON that does not
+    parse is one line with ``hint``."""
+    try:
+        d = json.loads(Path(f).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{f} is not valid JSON ({exc})", hint=hint) from exc
+    return check(d, str(f))
 
 
 def _fail(where: str, what: str, hint: str = _HINT) -> ManifestError:

@@ -23,19 +23,12 @@ def _locked(state_dir: Path):
 
 def load_state(state_dir: Path) -> dict[str, Any]:
     """The state file in ``state_dir`` (empty when there is none), checked for shape."""
-    from ..errors import ManifestError
-    from ..manifest_check import check_state
+    from ..manifest_check import check_state, read_checked
 
     f = Path(state_dir) / STATE_FILE
     if not f.is_file():
         return {"cells": {}}
-    try:
-        d = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(
-            f"{f} is not valid JSON ({exc})", hint="delete it to rebuild the state, or restore it"
-        ) from exc
-    return check_state(d, str(f))
+    return read_checked(f, check_state, hint="delete it to rebuild the state, or restore it")
 
 
 def artifact_folder(spec: BuildSpec, entry: dict[str, Any]) -> Path | None:
