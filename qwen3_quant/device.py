@@ -214,3 +214,16 @@ def refresh_memory(device: Device) -> Device:
         device.requested,
         facts={**device.facts, "free_vram_bytes": int(free), "total_vram_bytes": int(total)},
     )
+
+
+def visible_devices(device, current: str | None) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a worker on ``device``: nothing for the CPU (a library in the
+    worker would otherwise pick a GPU it sees), else the one GPU chosen, counted among those
+    already visible."""
+    if device is None or not device.is_cuda:
+        return ""
+    index = device.index or 0
+    if current is None or not current.strip():
+        return str(index)
+    visible = [d.strip() for d in current.split(",") if d.strip()]
+    return visible[index] if index < len(visible) else str(index)

@@ -59,8 +59,7 @@ def gpu_env(index: int, pinned: bool, base: dict[str, str] | None = None) -> dic
     """The worker's environment for GPU ``index`` (counted among the GPUs this process sees): only
     that GPU visible, so the cell's ``auto`` / ``cuda`` resolves to it; a cell that names its GPU
     (``cuda:N``) keeps the visible set, so that its index still means the same GPU."""
-    from ..device import Device
-    from ..formats.gptqmodel.quantizer import visible_devices
+    from ..device import Device, visible_devices
 
     env = dict(os.environ if base is None else base)
     if not pinned:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...artifact import VariantKey, decide_variant, record_variant
 from ...calib import CalibSet, load_mix
+from ...device import visible_devices
 from ...errors import Qwen3QuantError, UsageError
 from ...io import atomic_output, make_readable, remove_path
 from ..base import Progress, no_progress
@@ -53,18 +54,6 @@ def variant_key(
         settings.pop("starved_experts")
         settings.pop("starved_threshold")
     return VariantKey(fmt, cfg.variant, source_fp, {**settings, "calibration_sha256": calib_sha})
-
-
-def visible_devices(device, current: str | None) -> str:
-    """``CUDA_VISIBLE_DEVICES`` for a worker on ``device``: nothing for the CPU (GPTQModel would
-    otherwise pick a GPU it sees), else the one GPU chosen, counted among those already visible."""
-    if device is None or not device.is_cuda:
-        return ""
-    index = device.index or 0
-    if current is None or not current.strip():
-        return str(index)
-    visible = [d.strip() for d in current.split(",") if d.strip()]
-    return visible[index] if index < len(visible) else str(index)
 
 
 def _worker_env(device=None, base: dict[str, str] | None = None) -> dict[str, str]:
