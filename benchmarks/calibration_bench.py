@@ -232,22 +232,6 @@ def save(res: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def no_extra_buffer_types() -> None:
-    """Load GGUF models without llama.cpp's extra CPU buffer types (AMX repacking): in the sandbox
-    this was measured in, the CPU reports AMX but executing it raises SIGILL on every quantised type
-    (BF16 is unaffected). Scores do not depend on it: the same dot products, without repacking."""
-    import llama_cpp
-
-    default = llama_cpp.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_model_default_params = params
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=32)
@@ -270,7 +254,6 @@ def main() -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     import torch
 
-    no_extra_buffer_types()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread decodes and scores fastest here
     args.work.mkdir(parents=True, exist_ok=True)
     res = load(args.results)
