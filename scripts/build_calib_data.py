@@ -52,13 +52,13 @@ SOURCES = {
         "what": "GSM8K grade-school math, train split",
         "repo": "openai/grade-school-math@3101c7d5072418e28b9008a6636bde82a006892c",
         "path": "grade_school_math/data/train.jsonl",
-        "license": "MIT (OpenAI; the LICENSE file of the repository at that commit)",
+        "license": "MIT; Copyright (c) 2021 OpenAI (LICENSE of the repository at that commit)",
     },
     "humaneval": {
         "what": "HumanEval Python problems and canonical solutions",
         "repo": "openai/human-eval@6d43fb980f9fee3c892a914eda09951f772ad10d",
         "path": "data/HumanEval.jsonl.gz",
-        "license": "MIT (OpenAI; the LICENSE file of the repository at that commit)",
+        "license": "MIT; Copyright (c) OpenAI (https://openai.com) (LICENSE of the repository at that commit)",
     },
 }
 
@@ -129,8 +129,12 @@ test split and HumanEval tasks 140-163.
 
 ## MIT licence of the GSM8K and HumanEval material
 
-The GSM8K and HumanEval rows are copyright OpenAI (the exact copyright line is in the `LICENSE`
-file of each repository at the commit above) and are used under the MIT licence:
+The GSM8K and HumanEval rows are used under the MIT licence. The copyright lines, as the `LICENSE`
+file of each repository reads at the commit above:
+
+- GSM8K (openai/grade-school-math): Copyright (c) 2021 OpenAI
+- HumanEval (openai/human-eval): Copyright (c) OpenAI (https://openai.com)
+
 
 Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
 associated documentation files (the "Software"), to deal in the Software without restriction,
