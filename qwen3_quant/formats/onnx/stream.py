@@ -180,7 +180,7 @@ class StreamingBuilderMixin:
         )
 
     def _emit_quantised(self, node, inputs, outputs, weight_name: str, weight: np.ndarray) -> None:
-        """Quantise ``node`` (its weight initialiser ``weight``) alone; add what comes out to the graph."""
+        """Quantise ``node`` (weight initialiser ``weight``) in a graph of its own; add what comes out."""
         g = helper.make_graph(
             [node], "one_node", inputs, outputs, [onnx.numpy_helper.from_array(weight, weight_name)]
         )
@@ -227,6 +227,7 @@ class StreamingBuilderMixin:
         name = f"{basename}/Gather"
         if tied or not self._quantises(name, "Gather"):
             return super().make_embedding_lookup(embedding, basename, lm_head)
+        # an untied int4 embedding: the builder's whole-graph pass makes it a GatherBlockQuantized
         weight_name, ids, output = (
             "model.embed_tokens.weight",
             self.input_names["input_ids"],
@@ -234,9 +235,8 @@ class StreamingBuilderMixin:
         )
         weight = embedding.detach().to(to_torch_dtype(self.io_dtype)).contiguous().numpy()
         elem = helper.np_dtype_to_tensor_dtype(weight.dtype)
-        node = helper.make_node("Gather", [weight_name, ids], [output], name=name)
         self._emit_quantised(
-            node,
+            helper.make_node("Gather", [weight_name, ids], [output], name=name),
             [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["b", "s"])],
             [helper.make_tensor_value_info(output, elem, ["b", "s", weight.shape[1]])],
             weight_name,
