@@ -83,6 +83,7 @@ class StreamingBuilderMixin:
 
     checkpoint: CheckpointTensors
     out_dir: Path
+    chunk_bytes = 64 << 20  # fp32 weight bytes handed to the int4/int8 quantiser at a time
 
     # -- weights: one layer at a time -------------------------------------------------------------
     def make_model(self, input_path):
@@ -158,40 +159,58 @@ class StreamingBuilderMixin:
         if not self._quantises(name, "MatMul"):
             return super().make_matmul_float(matmul, name, root_input, **kwargs)
         weight_name = name[1:].replace("/", ".") + ".weight"
-        # what the builder's initialiser holds: the transposed weight cast to the graph's io dtype
-        weight = matmul.weight.T.to(to_torch_dtype(self.io_dtype)).detach().contiguous().numpy()
-        out_f = matmul.weight.shape[0]
+        out_f, in_f = matmul.weight.shape
         output = "logits" if kwargs.get("logits", False) else f"{name}/output_0"
-        self._emit_quantised_matmul(name, root_input, weight_name, weight, output)
+        elem = int(self.io_dtype)  # ir.DataType numbers are ONNX's
+        self._emit_quantised(
+            helper.make_node("MatMul", [root_input, weight_name], [output], name=name),
+            weight_name,
+            matmul.weight,
+            transpose=True,  # the builder's initialiser is the transposed weight (B of the MatMul)
+            value_info=lambda n: (
+                [helper.make_tensor_value_info(root_input, elem, ["n", in_f])],
+                [helper.make_tensor_value_info(output, elem, ["n", n])],
+            ),
+        )
         seq_dim = kwargs.get("seq_dim", "sequence_length")
         self.make_value(
             output, self.io_dtype, shape=self.make_hidden_state_shape(seq_dim=seq_dim, last_dim=out_f)
         )
         return name
 
-    def _emit_quantised_matmul(self, name, root_input, weight_name, weight: np.ndarray, output: str) -> None:
-        elem = helper.np_dtype_to_tensor_dtype(weight.dtype)
-        self._emit_quantised(
-            helper.make_node("MatMul", [root_input, weight_name], [output], name=name),
-            [helper.make_tensor_value_info(root_input, elem, ["n", weight.shape[0]])],
-            [helper.make_tensor_value_info(output, elem, ["n", weight.shape[1]])],
-            weight_name,
-            weight,
-        )
-
-    def _emit_quantised(self, node, inputs, outputs, weight_name: str, weight: np.ndarray) -> None:
-        """Quantise ``node`` (weight initialiser ``weight``) in a graph of its own; add what comes out."""
-        g = helper.make_graph(
-            [node], "one_node", inputs, outputs, [onnx.numpy_helper.from_array(weight, weight_name)]
-        )
-        del weight
-        quantised = self._quantise_proto(
-            helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]), node.name
-        )
-        for init in quantised.graph.initializer:
-            self.make_initializer(onnx.numpy_helper.to_array(init), init.name)
-        for n in quantised.graph.node:
+    def _emit_quantised(self, node, weight_name: str, rows, *, transpose: bool, value_info) -> None:
+        """Quantise ``node``, whose weight initialiser ``weight_name`` is ``rows`` (transposed for a
+        MatMul), in graphs of that node alone, a block of rows (output features) at a time, and add
+        the concatenated result to the graph. The quantisers treat each row separately (blocks run
+        along the input features), so this is their output on the whole matrix."""
+        dtype = to_torch_dtype(self.io_dtype)
+        n_rows, width = rows.shape
+        step = max(256, self.chunk_bytes // (4 * width) // 256 * 256)
+        parts: dict[str, list[np.ndarray]] = {}
+        nodes = None
+        for start in range(0, n_rows, step):
+            part = rows[start : start + step].detach()
+            w = torch.empty((width, len(part)) if transpose else tuple(part.shape), dtype=dtype)
+            w.copy_(part.T if transpose else part)
+            inputs, outputs = value_info(len(part))
+            graph = helper.make_graph(
+                [node], "one_node", inputs, outputs, [onnx.numpy_helper.from_array(w.numpy(), weight_name)]
+            )
+            del w
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+            del graph
+            quantised = self._quantise_proto(model, node.name)
+            del model
+            for init in quantised.graph.initializer:
+                parts.setdefault(init.name, []).append(onnx.numpy_helper.to_array(init))
+            nodes = nodes or list(quantised.graph.node)
+            del quantised
+        for name, arrays in parts.items():
+            self.make_initializer(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], name)
+        for n in nodes:
             attrs = {a.name: _attribute(a) for a in n.attribute}
+            if n.op_type == "MatMulNBits":
+                attrs["N"] = n_rows
             self.make_node(n.op_type, list(n.input), list(n.output), name=n.name, domain=n.domain, **attrs)
 
     def _quantise_proto(self, model: onnx.ModelProto, name: str) -> onnx.ModelProto:
@@ -233,14 +252,17 @@ class StreamingBuilderMixin:
             self.input_names["input_ids"],
             f"{name}/output_0",
         )
-        weight = embedding.detach().to(to_torch_dtype(self.io_dtype)).contiguous().numpy()
-        elem = helper.np_dtype_to_tensor_dtype(weight.dtype)
+        elem = int(self.io_dtype)  # ir.DataType numbers are ONNX's
+        hidden = embedding.shape[1]
         self._emit_quantised(
             helper.make_node("Gather", [weight_name, ids], [output], name=name),
-            [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["b", "s"])],
-            [helper.make_tensor_value_info(output, elem, ["b", "s", weight.shape[1]])],
             weight_name,
-            weight,
+            embedding,
+            transpose=False,
+            value_info=lambda n: (
+                [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["b", "s"])],
+                [helper.make_tensor_value_info(output, elem, ["b", "s", hidden])],
+            ),
         )
         return output
 
