@@ -83,7 +83,7 @@ class StreamingBuilderMixin:
 
     checkpoint: CheckpointTensors
     out_dir: Path
-    chunk_bytes = 64 << 20  # fp32 weight bytes handed to the int4/int8 quantiser at a time
+    chunk_bytes = 32 << 20  # fp32 weight bytes handed to the int4/int8 quantiser at a time
 
     # -- weights: one layer at a time -------------------------------------------------------------
     def make_model(self, input_path):
@@ -203,8 +203,10 @@ class StreamingBuilderMixin:
             del model
             for init in quantised.graph.initializer:
                 parts.setdefault(init.name, []).append(onnx.numpy_helper.to_array(init))
-            nodes = nodes or list(quantised.graph.node)
+            if nodes is None:  # copies: a node would keep the whole quantised model alive
+                nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in quantised.graph.node]
             del quantised
+            release_freed_memory()
         for name, arrays in parts.items():
             self.make_initializer(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], name)
         for n in nodes:
