@@ -13,7 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+
+def test_export_peak_estimate_is_one_layer_or_the_head_not_the_model():
+    from qwen3_quant.catalog import catalog
+    from qwen3_quant.formats.onnx import FORMAT
+
+    for name, entry in catalog().items():
+        a = entry.arch
+        deep = dataclasses.replace(a, num_hidden_layers=4 * a.num_hidden_layers)
+        for p in ("int4", "int8", "fp16", "fp32"):
+            assert (
+                FORMAT.estimate(deep, p).quantise_peak_bytes == FORMAT.estimate(a, p).quantise_peak_bytes
+            ), name
+    assert FORMAT.estimate(catalog()["Qwen3-8B"].arch, "int4").quantise_peak_bytes < 4e9
+    assert FORMAT.estimate(catalog()["Qwen3-235B-A22B"].arch, "int4").quantise_peak_bytes < 64e9
 
 
 def _build(src: Path, out: Path, precision: str, streaming: bool) -> Path:
@@ -45,6 +58,7 @@ def _graph(folder: Path):
     return inits, nodes, [i.name for i in m.graph.input], [o.name for o in m.graph.output]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model,precision",
     [("micro_dense", "int4"), ("micro_moe", "int8"), ("untied", "int4"), ("micro_dense", "fp32")],
@@ -99,6 +113,7 @@ def _peak(model: Path, out: Path, precision: str) -> int:
     return int(r.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_export_peak_memory_stays_flat_as_depth_grows(tmp_path):
     """Same width, 2 and 10 decoder layers (36 MB of fp32 weights a layer, 285 MB more in all): the

@@ -59,20 +59,35 @@ class _DataFile:
             t = value.const_value
             if t is None or isinstance(t, ir.ExternalTensor):
                 continue
+            start = self.offset
             data = t.tobytes()
             self.fh.write(data)
-            value.const_value = ir.ExternalTensor(
-                DATA_FILE,
-                self.offset,
-                len(data),
-                t.dtype,
-                shape=ir.Shape(list(t.shape)),
-                name=value.name,
-                base_dir=str(self.folder),
-            )
             self.offset += len(data)
-            del data, t
+            del data
+            value.const_value = self._reference(value.name, t.dtype, list(t.shape), start)
+            del t
         self.fh.flush()
+
+    def write_rows(self, name: str, dtype: ir.DataType, shape: list[int], blocks) -> ir.ExternalTensor:
+        """A tensor written from ``blocks`` (contiguous numpy arrays of consecutive rows), never whole."""
+        start = self.offset
+        for block in blocks:
+            self.fh.write(memoryview(block.reshape(-1).view(np.uint8)))
+            self.offset += block.nbytes
+            del block
+        self.fh.flush()
+        return self._reference(name, dtype, shape, start)
+
+    def _reference(self, name: str, dtype: ir.DataType, shape: list[int], start: int) -> ir.ExternalTensor:
+        return ir.ExternalTensor(
+            DATA_FILE,
+            start,
+            self.offset - start,
+            dtype,
+            shape=ir.Shape(shape),
+            name=name,
+            base_dir=str(self.folder),
+        )
 
     def close(self) -> None:
         self.fh.close()
@@ -155,9 +170,42 @@ class StreamingBuilderMixin:
             and name not in self.quant_attrs["nodes_to_exclude"]
         )
 
+    # -- fp32/fp16: a large matrix written to the data file a block of rows at a time ------------
+    def _write_float_rows(self, name: str, rows, *, transpose: bool) -> None:
+        """The initialiser ``name``: ``rows`` (transposed for a MatMul) in the io dtype, written in blocks."""
+        dtype = to_torch_dtype(self.io_dtype)
+        n, width = rows.shape
+        shape = [width, n] if transpose else [n, width]
+        step = max(1, self.chunk_bytes // (4 * shape[1]))
+
+        def blocks():
+            for start in range(0, shape[0], step):
+                part = rows[:, start : start + step].T if transpose else rows[start : start + step]
+                yield part.detach().to(dtype).contiguous().numpy()
+
+        value = self.make_value(name, self.io_dtype, shape)
+        value.const_value = self.data_file.write_rows(name, self.io_dtype, shape, blocks())
+        self.model.graph.register_initializer(value)
+
+    def _large(self, rows) -> bool:
+        return rows.numel() * 4 > self.chunk_bytes
+
     def make_matmul_float(self, matmul, name, root_input, **kwargs):
         if not self._quantises(name, "MatMul"):
-            return super().make_matmul_float(matmul, name, root_input, **kwargs)
+            if not self._large(matmul.weight):
+                return super().make_matmul_float(matmul, name, root_input, **kwargs)
+            # the builder's make_matmul_float, with the weight written in blocks instead of held
+            weight = name[1:].replace("/", ".") + ".weight"
+            self._write_float_rows(weight, matmul.weight, transpose=True)
+            seq_dim = kwargs.get("seq_dim", "sequence_length")
+            output = "logits" if kwargs.get("logits", False) else f"{name}/output_0"
+            self.make_node("MatMul", inputs=[root_input, weight], outputs=[output], name=name)
+            self.make_value(
+                output,
+                self.io_dtype,
+                shape=self.make_hidden_state_shape(seq_dim=seq_dim, last_dim=matmul.weight.shape[0]),
+            )
+            return name
         weight_name = name[1:].replace("/", ".") + ".weight"
         out_f, in_f = matmul.weight.shape
         output = "logits" if kwargs.get("logits", False) else f"{name}/output_0"
@@ -246,6 +294,17 @@ class StreamingBuilderMixin:
             lm_head, "can_reuse_as_embedding", True
         )
         name = f"{basename}/Gather"
+        if not tied and not self._quantises(name, "Gather") and self._large(embedding):
+            # the builder's untied float lookup, with the matrix written in blocks
+            self._write_float_rows("model.embed_tokens.weight", embedding, transpose=False)
+            output = f"{name}/output_0"
+            self.make_node(
+                "Gather",
+                inputs=["model.embed_tokens.weight", self.input_names["input_ids"]],
+                outputs=[output],
+                name=name,
+            )
+            return output
         if tied or not self._quantises(name, "Gather"):
             return super().make_embedding_lookup(embedding, basename, lm_head)
         # an untied int4 embedding: the builder's whole-graph pass makes it a GatherBlockQuantized
