@@ -40,6 +40,7 @@ from onnxruntime.quantization.quant_utils import QuantFormat
 
 from ...layerwise import CheckpointTensors, release_freed_memory
 from .moe import GENAI_MODEL_TYPE, Qwen3MoeBuilderModel
+from .sizes import QUANTISER_CHUNK_BYTES
 
 DATA_FILE = "model.onnx.data"
 _INT_TYPES = {ir.DataType.INT4, ir.DataType.UINT4, ir.DataType.INT8, ir.DataType.UINT8}
@@ -98,7 +99,7 @@ class StreamingBuilderMixin:
 
     checkpoint: CheckpointTensors
     out_dir: Path
-    chunk_bytes = 32 << 20  # fp32 weight bytes handed to the int4/int8 quantiser at a time
+    chunk_bytes = QUANTISER_CHUNK_BYTES  # fp32 bytes of a weight converted or quantised at a time
 
     # -- weights: one layer at a time -------------------------------------------------------------
     def make_model(self, input_path):
