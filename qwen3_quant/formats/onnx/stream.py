@@ -109,7 +109,7 @@ class StreamingBuilderMixin:
         config = AutoConfig.from_pretrained(input_path)
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config)
-        dtype = _checkpoint_dtype(config)
+        dtype = _stored_dtype(self.checkpoint.info.dtypes)
         tensors = self.checkpoint
         self.weights = None  # the builder reads ``self.weights.lm_head`` for pre-quantised heads only
         self.data_file = _DataFile(self.out_dir)
@@ -346,9 +346,11 @@ def _attribute(a: onnx.AttributeProto):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _checkpoint_dtype(config) -> torch.dtype:
-    d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-    return d if isinstance(d, torch.dtype) else getattr(torch, str(d).removeprefix("torch."))
+def _stored_dtype(dtypes: set[str]) -> torch.dtype:
+    """The dtype the layers are read in: the checkpoint's own when it has one float type, else fp32
+    (the builder casts every weight to the graph's dtype, so no value changes on the way)."""
+    known = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+    return known[next(iter(dtypes))] if len(dtypes) == 1 and next(iter(dtypes)) in known else torch.float32
 
 
 class StreamingQwen3(StreamingBuilderMixin, Qwen3Model):
