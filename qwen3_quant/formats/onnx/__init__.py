@@ -11,18 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from ...catalog.architecture import ArchShape
 from ..base import (
-    GiB,
     Progress,
     QuantFormat,
     Runtime,
     SizeEstimate,
     UsageContext,
-    kept_tensor_bytes,
-    linear_tensors,
     no_progress,
 )
 from .config import BITS, OPTIONS, PRECISIONS, OnnxConfig, parse_onnx_options
-from .sizes import onnx_bytes
+from .sizes import export_peak_bytes, onnx_bytes
 
 if TYPE_CHECKING:
     from ...checkpoint import CheckpointInfo
@@ -50,13 +47,8 @@ class ONNXFormat(QuantFormat):
     table_types = ("int4", "int8")
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
-        size = onnx_bytes(arch, variant.lower())
-        params = sum(t.total_numel for t in linear_tensors(arch)) + kept_tensor_bytes(arch, 1)
-        # measured on a 335M-parameter bf16 checkpoint: the builder holds the checkpoint (2 bytes a
-        # weight) and streams fp32 out (peak 3 bytes a weight above the libraries' 0.4 GB); int4/int8
-        # also keep the fp32 graph and its copy while MatMulNBits runs (8 bytes a weight)
-        per_param = 8 if variant.lower() in ("int4", "int8") else 3
-        return SizeEstimate(size, int(per_param * params + 1.0 * GiB))
+        # the export streams a decoder layer at a time (stream.py): one layer or the output head
+        return SizeEstimate(onnx_bytes(arch, variant.lower()), export_peak_bytes(arch, variant))
 
     def nominal_bits(self, variant: str) -> int:
         return BITS.get(variant.strip().lower(), 16)

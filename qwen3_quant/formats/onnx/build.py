@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...artifact import library_versions
 from ...catalog.architecture import ArchShape
@@ -20,6 +21,9 @@ from ...errors import CheckpointError, require
 from ..base import Progress, no_progress
 from . import graph
 from .config import OnnxConfig
+
+if TYPE_CHECKING:
+    from ...checkpoint import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +126,20 @@ def _quiet_builder(progress: Progress, layers: int):
 
 
 def run_builder(
-    src: Path,
+    info: CheckpointInfo,
     out: Path,
     cfg: OnnxConfig,
-    config: dict,
-    arch: ArchShape,
     cache_dir: Path,
     *,
     progress: Progress = no_progress,
+    streaming: bool = True,
 ) -> BuildInfo:
-    """Build the ONNX folder for ``cfg`` from the checkpoint ``src`` into ``out`` (which it creates)."""
+    """Build the ONNX folder for ``cfg`` from the checkpoint ``info`` into ``out`` (which it creates).
+
+    ``streaming`` (the default) makes the graph a decoder layer at a time (:mod:`.stream`); without
+    it the builder loads the whole checkpoint and quantises the finished graph, as it does itself.
+    """
+    src, config, arch = info.path, info.config, info.arch
     kind = model_kind(config)
     require("onnx", "onnx")
     require("onnxruntime", "onnx")
@@ -143,7 +151,12 @@ def run_builder(
             parsed = gb.parse_extra_options(
                 None, str(src), str(out), cfg.precision, ep, str(cache_dir), extra
             )
-            if kind == "moe":
+            if streaming:
+                from ...layerwise import CheckpointTensors
+                from .stream import create_streaming
+
+                create_streaming(kind, CheckpointTensors(info), out, cfg.precision, ep, cache_dir, parsed)
+            elif kind == "moe":
                 from .moe import create_qwen3_moe
 
                 create_qwen3_moe(src, out, cfg.precision, ep, cache_dir, parsed)

@@ -76,7 +76,7 @@ def quantize_onnx(
     with atomic_output(out_dir, overwrite=True) as tmp:  # decide_variant said what may be replaced
         tmp.mkdir(parents=True)
         cache = tmp / ".builder-cache"
-        built = run_builder(info.path, tmp, cfg, info.config, info.arch, cache, progress=progress)
+        built = run_builder(info, tmp, cfg, cache, progress=progress)
         remove_path(cache)
         for name in SOURCE_FILES:  # the architecture, for model cards and readers of the folder
             if (info.path / name).is_file():

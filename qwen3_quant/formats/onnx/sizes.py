@@ -60,3 +60,31 @@ def onnx_bytes(arch: ArchShape, precision: str, block_size: int = 32) -> int:
             out_f, in_f = t.shape
             total += _matmul_nbits_bytes(out_f, in_f, bits, block)
     return total
+
+
+# Peak host memory of the export (formats/onnx/stream.py: a decoder layer at a time), measured on the
+# Qwen3-0.6B shape at 28 and 56 layers and on the micro models (benchmarks/memory.md)
+LIBRARIES_BYTES = 480_000_000  # torch, transformers, onnx, onnxruntime and the builder, imported
+# one decoder layer: its weights in the checkpoint's dtype, each initialiser in fp32 as it is made
+# and quantised or written, the builder's QMoE stacks; about 3 fp32 copies of the layer at once
+LAYER_BYTES_PER_PARAM = 12
+QUANTISER_CHUNK_BYTES = 32 << 20  # fp32 bytes of a large weight converted or quantised at a time
+
+
+def export_peak_bytes(arch: ArchShape, precision: str, block_size: int = 32) -> int:
+    """Peak host memory of building the ONNX model: the libraries plus the larger of one decoder
+    layer and the output head (read whole in the checkpoint's bf16, converted a chunk of rows at a
+    time; int4/int8 hold the packed result twice while its chunks are joined). Measured on the
+    Qwen3-0.6B shape (28 layers): int4 1.00 GB, int8 1.11 GB, fp32 0.88 GB."""
+    from ..base import largest_layer_params
+
+    precision = precision.lower()
+    bits = BITS[precision]
+    head = arch.vocab_size * arch.hidden_size
+    if precision in ("int4", "int8"):
+        block = block_size if precision == "int4" else 32
+        head_phase = 2 * head + 2 * _matmul_nbits_bytes(arch.vocab_size, arch.hidden_size, bits, block)
+        head_phase += 4 * QUANTISER_CHUNK_BYTES
+    else:
+        head_phase = 2 * head + 6 * QUANTISER_CHUNK_BYTES
+    return LIBRARIES_BYTES + max(LAYER_BYTES_PER_PARAM * largest_layer_params(arch), head_phase)
