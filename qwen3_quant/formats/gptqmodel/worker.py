@@ -5,8 +5,14 @@ pools and its terminal output away from the caller, and returns all its memory w
 The job file says what to do; progress goes to ``job["events"]`` (JSON lines) and the outcome to
 ``job["result"]``; the library's own output goes to stdout / stderr (the caller's log file).
 
-Steps: (MoE) count calibration tokens per expert with the unquantised model and apply the
-starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's per-module log.
+Steps: (MoE) count calibration tokens per expert with the unquantised model, a decoder layer at a
+time, and apply the starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's
+per-module log.
+
+Host memory: with ``job["offload_dir"]`` (the quantizer always sets it) GPTQModel loads a
+meta-device shell and materialises one decoder layer at a time from the safetensors shards
+(``LazyTurtle``); each quantised module, and the embeddings and norms once the calibration inputs
+are captured, are written to that folder, and the save reads them back from it.
 
 ``job["device"]`` is ``cpu`` or ``cuda:0``: the caller makes the chosen GPU the only one this
 process sees (``CUDA_VISIBLE_DEVICES``). On CUDA, GPTQModel keeps the unquantised model in host
@@ -164,6 +170,7 @@ def read_quant_log(path: Path) -> dict[str, Any]:
 
 
 def run(job: dict) -> dict[str, Any]:
+    from ...layerwise import release_freed_memory
     from .libenv import import_gptqmodel, prepare_env
 
     prepare_env()
@@ -188,6 +195,7 @@ def run(job: dict) -> dict[str, Any]:
     done = {"n": 0}
 
     def layer_complete(layer_idx: int, submodule_finalized: bool = False, **_):
+        release_freed_memory()  # else glibc keeps the freed layers' blocks: RSS grows with depth
         done["n"] = max(done["n"], int(layer_idx) + 1)
         events("quantising layers", done["n"], n_layers)
 
@@ -213,6 +221,10 @@ def run(job: dict) -> dict[str, Any]:
     events("saving", 0, 1)
     out = Path(job["out"])
     model.save(str(out))
+    if job.get("offload_dir"):  # the quantised modules are in the checkpoint now
+        import shutil
+
+        shutil.rmtree(job["offload_dir"], ignore_errors=True)
     result["quant_log"] = read_quant_log(out / "quant_log.csv")
     if job["method"] == "awq":
         # AWQ's per-module sample counts are not routed-token counts (gate/up use the shared input)
