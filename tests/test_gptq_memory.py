@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES, SEQ = 4, 128
 
@@ -53,6 +52,7 @@ def _quantise_peak(model: Path, work: Path) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_gptq_peak_stays_flat_as_depth_grows(tmp_path):
     """Same width, 2 and 12 decoder layers (18 MB of bf16 weights a layer, 178 MB more in all):
     the worker's peak grows by less than four layers' bf16 weights (measured: about 40 MB from 2
@@ -76,3 +76,51 @@ def test_gptq_peak_stays_flat_as_depth_grows(tmp_path):
     est = gptq_quantise_peak_bytes(deep_arch, samples=SAMPLES, seq=SEQ)
     assert big <= est < big + 0.6e9, (big, est)
     assert GPTQ_FORMAT.estimate(deep_arch, "W4g128").quantise_peak_bytes >= est
+
+
+def test_disk_check_counts_the_offload_folder_before_the_worker_starts(monkeypatch, tmp_path, micro_dense):
+    """Free space for the artifact alone is not enough: the offload folder needs as much again."""
+    from qwen3_quant import io
+    from qwen3_quant.checkpoint import inspect_checkpoint
+    from qwen3_quant.errors import DiskFullError
+    from qwen3_quant.formats.gptqmodel import GPTQ_FORMAT, quantizer
+    from qwen3_quant.formats.gptqmodel.config import parse_options
+    from qwen3_quant.sources import resolve_model
+
+    src = resolve_model(str(micro_dense))
+    info = inspect_checkpoint(src.path)
+    artifact = GPTQ_FORMAT.estimate(info.arch, "W4g128").artifact_bytes
+    monkeypatch.setattr(io, "free_bytes", lambda _p: int(1.5 * artifact))
+    monkeypatch.setattr(quantizer, "run_worker", lambda *a, **k: pytest.fail("the worker started"))
+    cfg = parse_options("gptq", {"calib_samples": 2})
+    with pytest.raises(DiskFullError, match="offload folder"):
+        quantizer.quantize_artifact(src, info, cfg, tmp_path / "a", fmt="gptq")
+    assert quantizer.offload_disk_bytes(GPTQ_FORMAT, info.arch, "W4g128") == 2 * artifact
+
+
+def test_build_plan_disk_includes_the_offload_folder():
+    from qwen3_quant.build.resources import cell_needs
+    from qwen3_quant.catalog import catalog
+    from qwen3_quant.formats import get_format
+
+    arch = catalog()["Qwen3-8B"].arch
+    gptq = get_format("gptq")
+    a = gptq.estimate(arch, "W4g128").artifact_bytes
+    # the artifact and, while it is written, the offload folder of the same size; 10% margin
+    assert cell_needs(gptq, arch, 1, a, 1.0, downloads=False).disk_bytes == int(1.1 * 2 * a)
+
+
+def test_quantise_estimate_does_not_grow_with_depth():
+    import dataclasses
+
+    from qwen3_quant.catalog import catalog
+    from qwen3_quant.formats import get_format
+
+    gptq = get_format("gptq")
+    for name in ("Qwen3-8B", "Qwen3-30B-A3B"):
+        arch = catalog()[name].arch
+        deep = dataclasses.replace(arch, num_hidden_layers=2 * arch.num_hidden_layers)
+        assert (
+            gptq.estimate(deep, "W4g128").quantise_peak_bytes
+            == gptq.estimate(arch, "W4g128").quantise_peak_bytes
+        )

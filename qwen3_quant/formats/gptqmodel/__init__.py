@@ -85,6 +85,7 @@ class _GPTQModelFormat(QuantFormat):
     }
     g_idx = False
     gpu_quantise = True
+    scratch_artifact_copies = 1.0  # GPTQModel's offload folder: the quantised modules until the save
 
     def nominal_bits(self, variant: str) -> int:
         return parse_variant(variant)[0]

@@ -40,7 +40,7 @@ def offload_disk_bytes(fmt, arch, variant: str) -> int:
     """Disk a quantisation needs at its peak, while GPTQModel saves: the offload folder (every
     quantised module and the unquantised embeddings, norms and head: about the artifact) and the
     artifact being written."""
-    return 2 * fmt.estimate(arch, variant).artifact_bytes
+    return int((1 + fmt.scratch_artifact_copies) * fmt.estimate(arch, variant).artifact_bytes)
 
 
 class QuantizerFailedError(Qwen3QuantError):
