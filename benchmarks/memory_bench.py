@@ -106,6 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--render", type=Path, help="only print the tables of a JSON this script wrote")
     ap.add_argument("--suite", choices=("validation", "gptq"), default="validation")
+    ap.add_argument("--only", nargs="*", help="only the models whose name contains one of these")
     ap.add_argument("--calib-samples", type=int, default=8)
     ap.add_argument("--calib-seq", type=int, default=256)
     ap.add_argument("--before", type=Path, help="the code tree to compare with")
@@ -135,6 +136,8 @@ def main() -> None:
         if not (p / "config.json").is_file():
             write_random_checkpoint(catalog_shape("Qwen3-0.6B", layers=n), p)
         models[f"Qwen3-0.6B shape, {n} layers"] = p
+    if args.only:
+        models = {k: v for k, v in models.items() if any(o in k for o in args.only)}
     if args.suite == "gptq":
         gptq_suite(args, models)
         return
