@@ -165,8 +165,8 @@ CALIB_SAMPLES_MAX, CALIB_SEQ_MAX = 128, 2048  # the calibration the estimates si
 
 
 def gpu_working_set(arch: ArchShape) -> int:
-    """GPU memory GPTQModel needs to quantise on CUDA: it keeps the model in host memory and moves
-    one decoder layer at a time to the GPU. On the GPU: the embedding table (the first forward),
+    """GPU memory GPTQModel needs to quantise on CUDA: it reads one decoder layer at a time from the
+    checkpoint onto the GPU. On the GPU: the embedding table (the first forward),
     one layer in bf16, fp32 working copies (weight, quantised weight, error) of its largest linear,
     the Hessians of all its linears (fp32, in x in each), the layer's calibration inputs and
     outputs in bf16, and the CUDA context with allocator slack."""

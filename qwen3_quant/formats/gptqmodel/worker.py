@@ -15,9 +15,9 @@ meta-device shell and materialises one decoder layer at a time from the safetens
 are captured, are written to that folder, and the save reads them back from it.
 
 ``job["device"]`` is ``cpu`` or ``cuda:0``: the caller makes the chosen GPU the only one this
-process sees (``CUDA_VISIBLE_DEVICES``). On CUDA, GPTQModel keeps the unquantised model in host
-memory and moves one decoder layer at a time to the GPU for the calibration forwards and the solver
-(``QuantizeConfig.device``).
+process sees (``CUDA_VISIBLE_DEVICES``). On CUDA, GPTQModel materialises each decoder layer from
+the shards onto the GPU for the calibration forwards and the solver (``QuantizeConfig.device``;
+read from GPTQModel's source, ``shell_module_materialize``); the host keeps the shell.
 """
 
 from __future__ import annotations
