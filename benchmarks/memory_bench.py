@@ -8,6 +8,13 @@ with this checkout, interleaved model by model. The 0.6B shapes are written by
 ``qwen3_quant.testing.synthetic`` (real config, random weights). Usage:
 
     PYTHONPATH=. python benchmarks/memory_bench.py --before /tmp/before --out benchmarks/memory.json
+
+``--suite gptq`` measures GPTQ-Int4 quantisation instead (the GPTQModel worker's peak RSS, from
+the manifest, and the wall time of the whole ``quantize``), with ``--calib-samples`` samples of
+``--calib-seq`` tokens from the default mix (MoE: ``--starved-experts rtn``):
+
+    PYTHONPATH=. python benchmarks/memory_bench.py --suite gptq --before /tmp/before \
+        --out benchmarks/memory-gptq.json
 """
 
 from __future__ import annotations
@@ -67,6 +74,21 @@ done()
 """
 )
 
+QUANTIZE_GPTQ = (
+    _COMMON
+    + """
+from qwen3_quant.artifact import load_manifest
+from qwen3_quant.quantize import quantize
+model, out, mix, moe = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+opts = {"calib": mix} | ({"starved_experts": "rtn"} if moe else {})
+quantize(model, "gptq", out_dir=out, validate=False, **opts)
+d = load_manifest(out)["variants"]["W4g128"]["details"]
+done(worker_peak=d["worker_peak_rss_bytes"], seconds_routing=d.get("seconds_routing"),
+     seconds_quantize=d.get("seconds_quantize"), sha={p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest()
+     for p in sorted(out.glob("*.safetensors"))})
+"""
+)
+
 
 def run(tree: Path, program: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "TOKENIZERS_PARALLELISM": "false"}
@@ -83,6 +105,10 @@ def run(tree: Path, program: str, *args: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--render", type=Path, help="only print the tables of a JSON this script wrote")
+    ap.add_argument("--suite", choices=("validation", "gptq"), default="validation")
+    ap.add_argument("--only", nargs="*", help="only the models whose name contains one of these")
+    ap.add_argument("--calib-samples", type=int, default=8)
+    ap.add_argument("--calib-seq", type=int, default=256)
     ap.add_argument("--before", type=Path, help="the code tree to compare with")
     ap.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-membench"))
     ap.add_argument("--out", type=Path, default=HERE / "benchmarks" / "memory.json")
@@ -94,7 +120,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.render:
-        print(render(json.loads(args.render.read_text())))
+        data = json.loads(args.render.read_text())
+        print(render_gptq(data) if data.get("suite") == "gptq" else render(data))
         return
     sys.path.insert(0, str(HERE))
     from qwen3_quant.catalog import bundled_models
@@ -109,6 +136,11 @@ def main() -> None:
         if not (p / "config.json").is_file():
             write_random_checkpoint(catalog_shape("Qwen3-0.6B", layers=n), p)
         models[f"Qwen3-0.6B shape, {n} layers"] = p
+    if args.only:
+        models = {k: v for k, v in models.items() if any(o in k for o in args.only)}
+    if args.suite == "gptq":
+        gptq_suite(args, models)
+        return
     rows = []
     n, ctx = str(args.tokens), str(args.ctx)
     for name, path in models.items():
@@ -153,6 +185,54 @@ def main() -> None:
     print(render(json.loads(args.out.read_text())))
 
 
+def gptq_suite(args, models: dict) -> None:
+    """GPTQ-Int4 quantisation with ``--before``'s code and this checkout, model by model (the
+    JSON is rewritten after each model, so a long run leaves its finished rows)."""
+    from qwen3_quant.catalog.architecture import param_counts
+    from qwen3_quant.checkpoint import inspect_checkpoint
+
+    mix = args.work / f"calib-{args.calib_samples}x{args.calib_seq}.toml"
+    text = (HERE / "calib" / "default.toml").read_text()
+    text = text.replace("samples = 128", f"samples = {args.calib_samples}")
+    mix.write_text(text.replace("seq_len = 512", f"seq_len = {args.calib_seq}"))
+    data = {"suite": "gptq", "calib_samples": args.calib_samples, "calib_seq": args.calib_seq, "rows": []}
+    for name, path in models.items():
+        arch = inspect_checkpoint(path).arch
+        row = {"model": name, "params": param_counts(arch).total}
+        for label, tree in (("before", args.before), ("after", HERE)):
+            out = args.work / f"gptq-{label}-{path.name}-{time.time_ns()}"
+            row[label] = run(tree, QUANTIZE_GPTQ, str(path), str(out), str(mix), "1" if arch.is_moe else "0")
+            if "sha" in row[label]:
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+        b, a = row["before"].get("sha"), row["after"].get("sha")
+        row["same_weights"] = bool(b) and b == a
+        print(json.dumps(row), flush=True)
+        data["rows"].append(row)
+        args.out.write_text(json.dumps(data, indent=1) + "\n")
+    print(render_gptq(data))
+
+
+def render_gptq(data: dict) -> str:
+    lines = [
+        f"GPTQ W4g128, {data['calib_samples']} calibration samples of {data['calib_seq']} tokens; "
+        "peak RSS of the GPTQModel worker (VmHWM) and wall time of the whole quantize().",
+        "",
+        "| model | params | before peak | after peak | after / before | before time | after time "
+        "| after / before | same weights |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        b, a = r.get("before"), r.get("after")
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e9:.3g}B | {_cell(b, 'worker_peak')} | {_cell(a, 'worker_peak')} "
+            f"| {_ratio(a, b, 'worker_peak')} | {_cell(b, 'seconds')} | {_cell(a, 'seconds')} "
+            f"| {_ratio(a, b, 'seconds')} | {'yes' if r.get('same_weights') else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def _cell(m: dict | None, key: str) -> str:
     if not m:
         return "-"
@@ -160,7 +240,7 @@ def _cell(m: dict | None, key: str) -> str:
         return "not run"
     if "error" in m:
         return "error"
-    return f"{m[key] / 1e9:.2f} GB" if key == "peak" else f"{m[key]:.0f} s"
+    return f"{m[key] / 1e9:.2f} GB" if key.endswith("peak") else f"{m[key]:.0f} s"
 
 
 def _ratio(a: dict | None, b: dict | None, key: str) -> str:

@@ -10,12 +10,15 @@ constants the streaming code uses live here too, so the estimate and the code ca
 from __future__ import annotations
 
 from .catalog.architecture import ArchShape
-from .formats.base import largest_layer_params
+from .formats.base import largest_layer_params, linear_tensors
 
 GiB = 1024**3
 # Python with torch, transformers and numpy imported (measured 0.37 to 0.55 GB of VmHWM; an
 # earlier 0.84 GB reading was ru_maxrss, which keeps the peak of the process that started it)
 PROCESS_BASE_BYTES = int(0.55 * GiB)
+# the GPTQModel worker with torch, transformers and GPTQModel imported (measured 0.63 GB of VmHWM
+# quantising Qwen3-Micro, 5M parameters)
+GPTQMODEL_BASE_BYTES = int(0.65 * GiB)
 HEAD_SLICE_ROWS = 16384  # rows of the embedding table / output head read at once
 SCORE_BLOCK = 64  # positions of a window scored at once
 
@@ -67,3 +70,29 @@ def validation_estimate(fmt, arch: ArchShape, variant: str, options=None) -> int
     n_tokens = opts.token_budget
     ref = reference_peak_bytes(arch, n_tokens=n_tokens, ctx=ctx, dtype=opts.reference_dtype)
     return validation_peak_bytes(ref, fmt.runtime_peak_bytes(arch, variant, min(ctx, n_tokens)))
+
+
+def gptq_quantise_peak_bytes(arch: ArchShape, *, samples: int, seq: int) -> int:
+    """Peak host RSS of GPTQModel quantising on the CPU with checkpoint-backed loading (its
+    ``offload_to_disk``): the model is a meta-device shell, one decoder layer is read from the
+    shards at a time and each quantised module goes to the offload folder.
+
+    The worker process with GPTQModel imported; the embedding table in bf16 (the calibration
+    inputs are captured through it before it is offloaded); one layer in bf16 twice (GPTQModel's
+    working and pristine copies) and once in fp32 (each module's working weight as it is solved);
+    the fp32 Hessians of every linear of the layer (a MoE layer's experts each have their own) and
+    two working copies (damped, inverted) of the one being solved; the calibration samples' hidden states in and out of
+    the layer (bf16); one sample's activations inside the layer. Does not grow with depth.
+    Checked against measured peaks in ``tests/test_gptq_memory.py`` and benchmarks/memory.md.
+    """
+    layer0 = [t for t in linear_tensors(arch) if t.layer == 0]
+    hessians = sum(t.shape[1] ** 2 * 4 * t.count for t in layer0)
+    solving = 2 * max((t.shape[1] ** 2 * 4 for t in layer0), default=0)
+    hidden = 2 * 2 * samples * seq * arch.hidden_size
+    inner = max(arch.intermediate_size, arch.moe_intermediate_size * max(1, arch.num_experts_per_tok))
+    acts = 4 * arch.num_attention_heads * seq * seq + 3 * 4 * seq * inner
+    embed = 2 * arch.vocab_size * arch.hidden_size
+    layer = (2 * 2 + 4) * largest_layer_params(arch)
+    # a quarter more for the allocator's slack and GPTQModel's smaller buffers (fitted: the
+    # measured peak of a 12-layer tiny model was 3% above the sum without it)
+    return GPTQMODEL_BASE_BYTES + int(1.25 * (embed + layer + hessians + solving + hidden + acts))

@@ -178,3 +178,23 @@ def test_restore_router_inputs_rewrites_only_changed_layers(tmp_path):
         src_t[p + "post_attention_layernorm.weight"],
     )
     assert err < 1e-3
+
+
+def test_to_float16_streams_row_slices(tmp_path, monkeypatch):
+    """A tensor larger than one slice is converted slice by slice into the same bytes."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from qwen3_quant.formats.gptqmodel import export
+
+    monkeypatch.setattr(export, "_ROWS_BYTES", 3 * 4 * 5)  # three rows of five float32 a slice
+    w = torch.randn(7, 5, dtype=torch.bfloat16) * 1e5
+    g = torch.arange(4, dtype=torch.int32)
+    save_file({"w": w, "g": g, "z": torch.zeros(0, 5)}, str(tmp_path / "model.safetensors"))
+    info = to_float16(tmp_path)
+    want = w.float().clamp(-65504.0, 65504.0).half()
+    assert info == {"converted_tensors": 2, "clamped_values": int((w.float().abs() > 65504.0).sum())}
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as fh:
+        assert torch.equal(fh.get_tensor("w"), want) and torch.equal(fh.get_tensor("g"), g)
+        assert fh.get_tensor("z").shape == (0, 5) and fh.metadata() == {"format": "pt"}

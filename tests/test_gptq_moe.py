@@ -70,3 +70,32 @@ def test_router_hooks_match_the_models_own_router_logits(tiny_model):
     assert stats.starved() == [
         (stats.layers[r], int(e), int(want[r, e])) for r, e in zip(*np.nonzero(want < 5), strict=True)
     ]
+
+
+def test_layerwise_routing_counts_equal_the_whole_model_pass(micro_moe):
+    """The worker's layer-at-a-time count gives the same counts as the whole bf16 model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_quant.checkpoint import inspect_checkpoint
+    from qwen3_quant.formats.gptqmodel.moe import count_routed_tokens_layerwise
+
+    rng = np.random.default_rng(1)
+    samples = [rng.integers(0, 8000, size=n).tolist() for n in (64, 64, 31)]
+    model = AutoModelForCausalLM.from_pretrained(micro_moe, dtype=torch.bfloat16).eval()
+    whole = count_routed_tokens(model, samples, threshold=3, threshold_spec="3")
+    del model
+    seen = []
+    layerwise = count_routed_tokens_layerwise(
+        inspect_checkpoint(micro_moe),
+        samples,
+        threshold=3,
+        threshold_spec="3",
+        progress=lambda d, t: seen.append(d),
+    )
+    assert layerwise.layers == whole.layers and len(whole.layers) > 0
+    np.testing.assert_array_equal(layerwise.counts, whole.counts)
+    np.testing.assert_allclose(layerwise.weight, whole.weight, rtol=1e-6)
+    assert layerwise.tokens == whole.tokens == 159
+    assert layerwise.summary() == whole.summary()
+    assert seen[-1] == inspect_checkpoint(micro_moe).arch.num_hidden_layers  # progress: decoder layers

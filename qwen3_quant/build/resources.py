@@ -142,11 +142,12 @@ def cell_needs(
 ) -> CellNeeds:
     """A cell's needs from its format's estimate: the bf16 source checkpoint is downloaded (unless
     the model is a local folder), the format may keep scratch copies of it, and the artifact is
-    written; 10% margin on disk."""
+    written (with the scratch copies of it the format keeps meanwhile); 10% margin on disk."""
     from ..catalog.architecture import param_counts
 
     source = 2 * param_counts(arch).total
-    disk = int(1.1 * (source * (int(downloads) + fmt.scratch_source_copies) + artifact_bytes))
+    scratch = source * (int(downloads) + fmt.scratch_source_copies)
+    disk = int(1.1 * (scratch + artifact_bytes * (1 + fmt.scratch_artifact_copies)))
     gpu = peak_bytes if fmt.needs_gpu else 0
     return CellNeeds(int(peak_bytes), disk, gpu, seconds / 3600)
 

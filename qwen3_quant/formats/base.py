@@ -195,6 +195,8 @@ class QuantFormat(ABC):
     min_seconds: ClassVar[float] = 60.0
     # the build's disk estimate: bf16 copies of the source a run keeps beside it (GGUF's base file)
     scratch_source_copies: ClassVar[float] = 0.0
+    # ... and copies of the artifact beside it while it is written (GPTQModel's offload folder)
+    scratch_artifact_copies: ClassVar[float] = 0.0
     needs_gpu: ClassVar[bool] = False  # quantising needs a CUDA GPU (builds route such cells to one)
 
     # --- facts ------------------------------------------------------------------------------

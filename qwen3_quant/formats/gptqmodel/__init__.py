@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...catalog.architecture import ArchShape
 from ...errors import UsageError
+from ...working_set import gptq_quantise_peak_bytes
 from ..base import (
     GiB,
     Progress,
@@ -84,6 +85,7 @@ class _GPTQModelFormat(QuantFormat):
     }
     g_idx = False
     gpu_quantise = True
+    scratch_artifact_copies = 1.0  # GPTQModel's offload folder: the quantised modules until the save
 
     def nominal_bits(self, variant: str) -> int:
         return parse_variant(variant)[0]
@@ -152,13 +154,8 @@ class _GPTQModelFormat(QuantFormat):
 
     def estimate(self, arch: ArchShape, variant: str) -> SizeEstimate:
         bits, group = parse_variant(variant)
-        # GPTQModel keeps the bf16 model in memory and works one layer at a time in fp32
-        # (weights, Hessians of every linear's input, calibration activations for 128 x 2048 tokens)
-        layer = largest_layer_params(arch)
-        hessians = sum(t.shape[1] ** 2 * 4 * t.count for t in linear_tensors(arch) if t.layer == 0)
-        acts = 128 * 2048 * arch.hidden_size * 4 * 2
-        peak = 2 * sum(t.total_numel for t in linear_tensors(arch)) + kept_tensor_bytes(arch, 2)
-        peak += 3 * 4 * layer + hessians + acts + int(1.5 * GiB)
+        # GPTQModel reads one decoder layer at a time from the shards (checkpoint-backed loading)
+        peak = gptq_quantise_peak_bytes(arch, samples=CALIB_SAMPLES_MAX, seq=CALIB_SEQ_MAX)
         return SizeEstimate(
             weight_only_bytes(arch, bits, group, g_idx=self.g_idx), peak, gpu_peak_bytes=gpu_working_set(arch)
         )
@@ -168,8 +165,8 @@ CALIB_SAMPLES_MAX, CALIB_SEQ_MAX = 128, 2048  # the calibration the estimates si
 
 
 def gpu_working_set(arch: ArchShape) -> int:
-    """GPU memory GPTQModel needs to quantise on CUDA: it keeps the model in host memory and moves
-    one decoder layer at a time to the GPU. On the GPU: the embedding table (the first forward),
+    """GPU memory GPTQModel needs to quantise on CUDA: it reads one decoder layer at a time from the
+    checkpoint onto the GPU. On the GPU: the embedding table (the first forward),
     one layer in bf16, fp32 working copies (weight, quantised weight, error) of its largest linear,
     the Hessians of all its linears (fp32, in x in each), the layer's calibration inputs and
     outputs in bf16, and the CUDA context with allocator slack."""

@@ -122,37 +122,70 @@ def read_tensor_table(folder: Path) -> dict[str, tuple[str, tuple]]:
     return table
 
 
-def to_float16(folder: Path) -> dict[str, int]:
-    """Rewrite every shard with its float tensors in float16 (values beyond float16's range are
-    clamped and counted)."""
+_FLOATS = ("F32", "BF16", "F64")
+_ROWS_BYTES = 64 << 20  # float32 bytes of a tensor converted at once
+
+
+def _float16_shard(shard: Path, header: dict, start: int) -> tuple[int, int]:
+    """Rewrite one shard with its float tensors in float16, a tensor (and a slice of its rows)
+    at a time: memory is one slice, not the shard. Returns (tensors converted, values clamped)."""
+    import struct
+
     import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
+    names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    out_header: dict[str, Any] = {"__metadata__": header.get("__metadata__") or {"format": "pt"}}
+    offset = 0
+    for k in names:
+        m = header[k]
+        n_bytes = m["data_offsets"][1] - m["data_offsets"][0]
+        dtype = m["dtype"]
+        if dtype in _FLOATS:
+            n_bytes = n_bytes // {"F32": 4, "BF16": 2, "F64": 8}[dtype] * 2
+            dtype = "F16"
+        out_header[k] = {"dtype": dtype, "shape": m["shape"], "data_offsets": [offset, offset + n_bytes]}
+        offset += n_bytes
+    raw = json.dumps(out_header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    converted = clamped = 0
+    tmp = shard.with_name(shard.name + ".tmp")
+    with safe_open(str(shard), "pt") as fh, open(tmp, "wb") as out, open(shard, "rb") as src:
+        out.write(struct.pack("<Q", len(raw)) + raw)
+        for k in names:
+            m = header[k]
+            if m["dtype"] not in _FLOATS:  # copied as they are
+                b0, b1 = m["data_offsets"]
+                src.seek(start + b0)
+                for pos in range(b0, b1, _ROWS_BYTES):
+                    out.write(src.read(min(_ROWS_BYTES, b1 - pos)))
+                continue
+            converted += 1
+            sl = fh.get_slice(k)
+            shape = m["shape"]
+            rows = shape[0] if shape else 1
+            per_row = max(1, int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1)
+            step = max(1, _ROWS_BYTES // (4 * per_row))
+            for r in range(0, rows, step):
+                t = (sl[r : r + step] if shape else fh.get_tensor(k)).float()
+                clamped += int((t.abs() > FP16_MAX).sum())
+                out.write(t.clamp(-FP16_MAX, FP16_MAX).half().contiguous().numpy().tobytes())
+                del t
+    os.replace(tmp, shard)
+    return converted, clamped
+
+
+def to_float16(folder: Path) -> dict[str, int]:
+    """Rewrite every shard with its float tensors in float16 (values beyond float16's range are
+    clamped and counted), streaming: one slice of one tensor in memory at a time."""
     converted = clamped = 0
     for shard in sorted(Path(folder).glob("*.safetensors")):
-        header, _ = read_safetensors_header(shard)
-        if all(
-            m["dtype"] in ("F16", "I32", "I64", "I16", "I8", "U8", "BOOL")
-            for k, m in header.items()
-            if k != "__metadata__"
-        ):
+        header, start = read_safetensors_header(shard)
+        if all(m["dtype"] not in _FLOATS for k, m in header.items() if k != "__metadata__"):
             continue
-        tensors = {}
-        with safe_open(str(shard), "pt") as fh:
-            meta = fh.metadata() or {"format": "pt"}
-            for name in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
-                t = fh.get_tensor(name)
-                if t.is_floating_point() and t.dtype != torch.float16:
-                    f = t.float()
-                    clamped += int((f.abs() > FP16_MAX).sum())
-                    t = f.clamp(-FP16_MAX, FP16_MAX).half()
-                    converted += 1
-                tensors[name] = t.contiguous()
-        tmp = shard.with_name(shard.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, shard)
-        del tensors
+        c, n = _float16_shard(shard, header, start)
+        converted += c
+        clamped += n
     index = Path(folder) / "model.safetensors.index.json"
     if index.is_file():
         idx = json.loads(index.read_text())

@@ -1,10 +1,11 @@
 """Qwen3-MoE expert coverage: how many calibration tokens the router sends to each expert.
 
 GPTQ and AWQ calibrate an expert only on the tokens routed to it. An expert that few tokens reach
-(a *starved* expert) gets a poor Hessian or scale search. :func:`count_routed_tokens` runs the
-unquantised model over the calibration set with hooks on every router (``mlp.gate``), using the
-model's own top-k and ``norm_topk_prob``; :class:`RoutingStats` holds the counts and says which
-experts fall below the threshold.
+(a *starved* expert) gets a poor Hessian or scale search. :class:`RouterTally` hooks every router
+(``mlp.gate``) and counts its selections with the model's own top-k and ``norm_topk_prob``;
+:func:`count_routed_tokens_layerwise` runs the unquantised model over the calibration set a decoder
+layer at a time with it (what the worker uses), :func:`count_routed_tokens` a whole loaded model;
+:class:`RoutingStats` holds the counts and says which experts fall below the threshold.
 """
 
 from __future__ import annotations
@@ -121,6 +122,50 @@ def _selection(output, top_k: int, norm_topk_prob: bool):
     return idx, w
 
 
+class RouterTally:
+    """Per-expert token counts and summed routing weights, filled by forward hooks on routers.
+
+    ``hook(layer)`` is a forward hook for the router of decoder layer ``layer``; :meth:`stats`
+    orders the layers seen. The same tally serves a whole model and a layer-at-a-time pass.
+    """
+
+    def __init__(self, n_experts: int, top_k: int, norm_topk_prob: bool):
+        self.n_experts, self.top_k, self.norm = n_experts, top_k, norm_topk_prob
+        self.counts: dict[int, np.ndarray] = {}
+        self.weight: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def for_config(cls, cfg) -> RouterTally:
+        n_exp = int(getattr(cfg, "num_experts", 0) or getattr(cfg, "num_local_experts", 0))
+        return cls(n_exp, int(cfg.num_experts_per_tok), bool(getattr(cfg, "norm_topk_prob", True)))
+
+    def hook(self, layer: int):
+        import torch
+
+        counts = self.counts.setdefault(layer, np.zeros(self.n_experts, dtype=np.int64))
+        weight = self.weight.setdefault(layer, np.zeros(self.n_experts, dtype=np.float64))
+
+        def record(_mod, _inp, out):
+            idx, w = _selection(out, self.top_k, self.norm)
+            idx = idx.reshape(-1).to(torch.int64)
+            counts[:] += torch.bincount(idx, minlength=self.n_experts).cpu().numpy()
+            weight[:] += (
+                torch.zeros(self.n_experts, dtype=torch.float64, device=idx.device)
+                .index_add_(0, idx, w.reshape(-1).to(torch.float64))
+                .cpu()
+                .numpy()
+            )
+
+        return record
+
+    def stats(self, tokens: int, threshold: float, threshold_spec: str = "") -> RoutingStats:
+        layers = sorted(self.counts)
+        shape = (len(layers), self.n_experts)
+        counts = np.array([self.counts[i] for i in layers]).reshape(shape)
+        weight = np.array([self.weight[i] for i in layers]).reshape(shape)
+        return RoutingStats(layers, counts, weight, tokens, self.top_k, threshold, threshold_spec)
+
+
 def count_routed_tokens(
     model,
     samples: Sequence[Sequence[int]],
@@ -129,35 +174,12 @@ def count_routed_tokens(
     threshold_spec: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> RoutingStats:
-    """Forward every calibration sample through ``model`` and count, per layer, the tokens its
-    router sends to each expert."""
+    """Forward every calibration sample through a whole transformers ``model`` and count, per
+    layer, the tokens its router sends to each expert."""
     import torch
 
-    cfg = model.config
-    top_k = int(cfg.num_experts_per_tok)
-    n_exp = int(getattr(cfg, "num_experts", 0) or getattr(cfg, "num_local_experts", 0))
-    norm = bool(getattr(cfg, "norm_topk_prob", True))
-    found = routers(model)
-    counts = np.zeros((len(found), n_exp), dtype=np.int64)
-    weight = np.zeros((len(found), n_exp), dtype=np.float64)
-    handles = []
-
-    def hook_for(row: int):
-        def hook(_mod, _inp, out):
-            idx, w = _selection(out, top_k, norm)
-            idx = idx.reshape(-1).to(torch.int64)
-            counts[row] += torch.bincount(idx, minlength=n_exp).cpu().numpy()
-            weight[row] += (
-                torch.zeros(n_exp, dtype=torch.float64, device=idx.device)
-                .index_add_(0, idx, w.reshape(-1).to(torch.float64))
-                .cpu()
-                .numpy()
-            )
-
-        return hook
-
-    for row, (_, gate) in enumerate(found):
-        handles.append(gate.register_forward_hook(hook_for(row)))
+    tally = RouterTally.for_config(model.config)
+    handles = [gate.register_forward_hook(tally.hook(i)) for i, gate in routers(model)]
     tokens = 0
     device = next(model.parameters()).device
     try:
@@ -170,4 +192,38 @@ def count_routed_tokens(
     finally:
         for h in handles:
             h.remove()
-    return RoutingStats([i for i, _ in found], counts, weight, tokens, top_k, threshold, threshold_spec)
+    return tally.stats(tokens, threshold, threshold_spec)
+
+
+def count_routed_tokens_layerwise(
+    info,
+    samples: Sequence[Sequence[int]],
+    *,
+    threshold: float,
+    threshold_spec: str = "",
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> RoutingStats:
+    """:func:`count_routed_tokens` a decoder layer at a time (:class:`~qwen3_quant.layerwise.LayerwiseModel`,
+    layers in bf16 as the whole-model pass loads them, computed on ``device``): memory is one layer
+    plus every sample's hidden states, not the model. ``info`` is the checkpoint's
+    :class:`~qwen3_quant.checkpoint.CheckpointInfo`."""
+    from ...layerwise import LayerwiseModel
+
+    lw = LayerwiseModel(info, dtype="bfloat16", device=device)
+    tally = RouterTally.for_config(lw.config)
+
+    def on_layer(layer, li: int):
+        mlp = getattr(layer, "mlp", None)
+        if mlp is None or not (hasattr(mlp, "gate") and hasattr(mlp, "experts")):
+            return None
+        return mlp.gate.register_forward_hook(tally.hook(li)).remove
+
+    hidden = lw.embed([list(s) for s in samples])
+    lw.run_layers(
+        hidden,
+        on_layer=on_layer,
+        progress=(lambda _label, d, t: progress(d, t)) if progress else None,
+        label="counting routed tokens",
+    )
+    return tally.stats(sum(len(s) for s in samples), threshold, threshold_spec)

@@ -21,7 +21,7 @@ from ...artifact import VariantKey, decide_variant, record_variant
 from ...calib import CalibSet, load_mix
 from ...device import visible_devices
 from ...errors import Qwen3QuantError, UsageError
-from ...io import atomic_output, make_readable, remove_path
+from ...io import atomic_output, ensure_free_space, make_readable, remove_path
 from ..base import Progress, no_progress
 from .config import GPTQModelConfig
 from .export import finalize_checkpoint
@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUANTIZER = "gptqmodel"
+OFFLOAD_DIR = "offload"  # in the job's work folder
+
+
+def offload_disk_bytes(fmt, arch, variant: str) -> int:
+    """Disk a quantisation needs at its peak, while GPTQModel saves: the offload folder (every
+    quantised module and the unquantised embeddings, norms and head: about the artifact) and the
+    artifact being written."""
+    return int((1 + fmt.scratch_artifact_copies) * fmt.estimate(arch, variant).artifact_bytes)
 
 
 class QuantizerFailedError(Qwen3QuantError):
@@ -140,6 +148,8 @@ def quantize_artifact(
     variant = cfg.variant
     if not decide_variant(dest, key, overwrite=overwrite):
         return [variant]
+    from .. import get_format
+
     job = {
         "method": cfg.method,
         "bits": cfg.bits,
@@ -154,6 +164,14 @@ def quantize_artifact(
         "device": "cuda:0" if device is not None and device.is_cuda else "cpu",
     }
     work = dest.parent / f".{dest.name}.work"
+    # GPTQModel reads the model a layer at a time and writes each quantised module here until the
+    # save: beside the output, on its file system, never the system's temporary folder
+    job["offload_dir"] = str((work / OFFLOAD_DIR).resolve())
+    ensure_free_space(
+        dest.parent,
+        offload_disk_bytes(get_format(fmt), arch, variant),
+        what=f"GPTQModel's offload folder and {dest.name}",
+    )
     try:
         _write(
             source,
@@ -171,6 +189,7 @@ def quantize_artifact(
             device=device,
         )
     except QuantizerFailedError:
+        remove_path(work / OFFLOAD_DIR)
         raise  # its log stays in `work`
     except BaseException:
         remove_path(work)

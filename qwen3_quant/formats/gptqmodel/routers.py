@@ -12,11 +12,11 @@ back the source model's router logits exactly (up to float16 rounding).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ...catalog.architecture import ArchShape
+from ...checkpoint import read_safetensors_header
 from ...errors import Qwen3QuantError
 
 TOLERANCE = 1e-3  # above float16 rounding of the norm (about 5e-4 relative)
@@ -68,11 +68,25 @@ def _get(where: dict[str, Path], name: str):
         return fh.get_tensor(name)
 
 
+def write_tensor_in_place(shard: Path, name: str, tensor) -> None:
+    """Overwrite tensor ``name`` of a safetensors shard with ``tensor`` (same dtype and shape),
+    without reading or rewriting the rest of the shard."""
+    header, start = read_safetensors_header(shard)
+    m = header[name]
+    data = tensor.contiguous().numpy().tobytes()
+    b0, b1 = m["data_offsets"]
+    if m["dtype"] != "F16" or list(tensor.shape) != list(m["shape"]) or len(data) != b1 - b0:
+        raise RouterRepairError(
+            f"{name} in {shard.name} is {m['dtype']} {m['shape']}, not float16 {list(tensor.shape)}"
+        )
+    with open(shard, "r+b") as fh:
+        fh.seek(start + b0)
+        fh.write(data)
+
+
 def restore_router_inputs(folder: Path, source: Path, arch: ArchShape) -> dict[str, Any]:
     """Rescale the routers of ``folder`` (a saved AWQ checkpoint, float16) whose norm AWQ changed."""
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
     folder, source = Path(folder), Path(source)
     art, src = _locations(folder), _locations(source)
@@ -95,12 +109,7 @@ def restore_router_inputs(folder: Path, source: Path, arch: ArchShape) -> dict[s
         raise RouterRepairError(
             f"a rescaled router is still {worst:.2%} off the source's", hint="quantise this model with GPTQ"
         )
-    for shard in sorted({art[n] for n in new}):
-        with safe_open(str(shard), "pt") as fh:
-            meta = fh.metadata() or {"format": "pt"}
-            tensors = {k: new.get(k, fh.get_tensor(k)) for k in fh.keys()}  # noqa: SIM118
-        tmp = shard.with_name(shard.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, shard)
+    for name, g in new.items():  # float16 over float16 of the same shape: the bytes in place
+        write_tensor_in_place(art[name], name, g)
     layers = sorted(int(n.split(".")[2]) for n in new)
     return {"routers_rescaled_layers": layers, "router_max_rel_error": round(worst, 6)}

@@ -5,13 +5,19 @@ pools and its terminal output away from the caller, and returns all its memory w
 The job file says what to do; progress goes to ``job["events"]`` (JSON lines) and the outcome to
 ``job["result"]``; the library's own output goes to stdout / stderr (the caller's log file).
 
-Steps: (MoE) count calibration tokens per expert with the unquantised model and apply the
-starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's per-module log.
+Steps: (MoE) count calibration tokens per expert with the unquantised model, a decoder layer at a
+time, and apply the starved-expert policy; quantise with GPTQModel; save; summarise GPTQModel's
+per-module log.
+
+Host memory: with ``job["offload_dir"]`` (the quantizer always sets it) GPTQModel loads a
+meta-device shell and materialises one decoder layer at a time from the safetensors shards
+(``LazyTurtle``); each quantised module, and the embeddings and norms once the calibration inputs
+are captured, are written to that folder, and the save reads them back from it.
 
 ``job["device"]`` is ``cpu`` or ``cuda:0``: the caller makes the chosen GPU the only one this
-process sees (``CUDA_VISIBLE_DEVICES``). On CUDA, GPTQModel keeps the unquantised model in host
-memory and moves one decoder layer at a time to the GPU for the calibration forwards and the solver
-(``QuantizeConfig.device``).
+process sees (``CUDA_VISIBLE_DEVICES``). On CUDA, GPTQModel materialises each decoder layer from
+the shards onto the GPU for the calibration forwards and the solver (``QuantizeConfig.device``;
+read from GPTQModel's source, ``shell_module_materialize``); the host keeps the shell.
 """
 
 from __future__ import annotations
@@ -38,50 +44,30 @@ class Events:
 
 
 def routing_pass(job: dict, events: Events) -> dict[str, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    """Calibration tokens routed to each expert, counted a decoder layer at a time on the job's
+    device (one layer in memory, not a second copy of the model beside GPTQModel's)."""
+    from ...checkpoint import inspect_checkpoint
     from .config import threshold_tokens
-    from .moe import count_routed_tokens
+    from .moe import count_routed_tokens_layerwise
 
     samples = job["samples"]
     total = sum(len(s) for s in samples)
     spec = job["moe"]["threshold"]
     device = job.get("device", "cpu")
-    model = AutoModelForCausalLM.from_pretrained(
-        job["source"], dtype=torch.bfloat16, **routing_placement(device)
-    )
-    model.eval()
-    stats = count_routed_tokens(
-        model,
+    stats = count_routed_tokens_layerwise(
+        inspect_checkpoint(Path(job["source"])),
         samples,
         threshold=threshold_tokens(spec, total),
         threshold_spec=spec,
+        device=device,
         progress=lambda d, t: events("counting routed tokens", d, t),
     )
-    del model
-    gc.collect()  # before GPTQModel loads its own copy
+    gc.collect()
     if device != "cpu":
+        import torch
+
         torch.cuda.empty_cache()
     return stats.summary()
-
-
-def routing_placement(device: str, free_vram: int | None = None, free_ram: int | None = None) -> dict:
-    """``from_pretrained`` placement for the routing count: on CUDA, accelerate's ``device_map="auto"``
-    with the GPU capped at 80 % of its free memory, so the layers that do not fit stay in host
-    memory and are moved to the GPU only while they run (a model larger than the GPU still
-    counts on it); on the CPU, transformers' default."""
-    if device == "cpu":
-        return {}
-    import psutil
-    import torch
-
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if free_vram is None:
-        free_vram = torch.cuda.mem_get_info(index)[0]
-    if free_ram is None:
-        free_ram = psutil.virtual_memory().available
-    return {"device_map": "auto", "max_memory": {index: int(free_vram * 0.8), "cpu": int(free_ram * 0.9)}}
 
 
 def quantize_config(job: dict):
@@ -99,7 +85,7 @@ def quantize_config(job: dict):
         "bits": job["bits"],
         "group_size": job["group_size"],
         "sym": job["sym"],
-        "offload_to_disk": False,  # the model is in memory anyway; no copy of it under /tmp
+        **offload_options(job),
     }
     if (
         job.get("device", "cpu") != "cpu"
@@ -119,6 +105,16 @@ def quantize_config(job: dict):
     if job["method"] == "awq":
         return AWQConfig(**common, **extra)
     return GPTQConfig(**common, desc_act=job["act_order"], damp_percent=job["damp_percent"], **extra)
+
+
+def offload_options(job: dict) -> dict[str, Any]:
+    """GPTQModel's checkpoint-backed loading: with ``offload_dir`` the model is a meta-device shell
+    whose decoder layers are read from the safetensors shards as they are reached, and each
+    quantised module is written to ``offload_dir`` (not GPTQModel's default under the system
+    temporary folder) until the save; without it, the whole bf16 model is loaded first."""
+    if job.get("offload_dir"):
+        return {"offload_to_disk": True, "offload_to_disk_path": job["offload_dir"]}
+    return {"offload_to_disk": False}
 
 
 def load_kwargs(job: dict) -> dict[str, Any]:
@@ -174,6 +170,7 @@ def read_quant_log(path: Path) -> dict[str, Any]:
 
 
 def run(job: dict) -> dict[str, Any]:
+    from ...layerwise import release_freed_memory
     from .libenv import import_gptqmodel, prepare_env
 
     prepare_env()
@@ -181,7 +178,7 @@ def run(job: dict) -> dict[str, Any]:
     result: dict[str, Any] = {"status": "ok"}
     t0 = time.perf_counter()
     if job.get("moe") and job["method"] != "rtn":
-        events("counting routed tokens", 0, len(job["samples"]))
+        events("counting routed tokens", 0, 1)
         routing = routing_pass(job, events)
         result["routing"] = routing
         if routing["starved"] and job["moe"]["policy"] == "fail":
@@ -198,6 +195,7 @@ def run(job: dict) -> dict[str, Any]:
     done = {"n": 0}
 
     def layer_complete(layer_idx: int, submodule_finalized: bool = False, **_):
+        release_freed_memory()  # else glibc keeps the freed layers' blocks: RSS grows with depth
         done["n"] = max(done["n"], int(layer_idx) + 1)
         events("quantising layers", done["n"], n_layers)
 
@@ -223,6 +221,10 @@ def run(job: dict) -> dict[str, Any]:
     events("saving", 0, 1)
     out = Path(job["out"])
     model.save(str(out))
+    if job.get("offload_dir"):  # the quantised modules are in the checkpoint now
+        import shutil
+
+        shutil.rmtree(job["offload_dir"], ignore_errors=True)
     result["quant_log"] = read_quant_log(out / "quant_log.csv")
     if job["method"] == "awq":
         # AWQ's per-module sample counts are not routed-token counts (gate/up use the shared input)
