@@ -49,13 +49,40 @@ def test_allocate_spends_the_budget_where_error_falls_most_per_byte():
     assert {k: v.ggml_type for k, v in big.items()} == {"a": "Q8_0", "b": "Q8_0"}
 
 
-def test_allocate_skips_options_off_the_convex_hull_and_refuses_an_impossible_budget():
-    # Q3_K is dominated (bigger and worse than Q2_K); Q4_K is under the hull of Q2_K -> Q8_0
+def test_allocate_uses_options_off_the_convex_hull_when_they_fit_better():
+    # Q3_K is dominated (bigger and worse than Q2_K); Q4_K lies under the hull of Q2_K -> Q8_0, but
+    # when Q8_0 does not fit it is the best that does (a hull walk would stay at Q2_K)
     options = {"t": _opts(("Q2_K", 10, 50.0), ("Q3_K", 12, 60.0), ("Q4_K", 20, 45.0), ("Q8_0", 30, 0.0))}
     assert allocate(options, 30)["t"].ggml_type == "Q8_0"
-    assert allocate(options, 25)["t"].ggml_type == "Q2_K"  # the hull's next step (to Q8_0) does not fit
+    assert allocate(options, 25)["t"].ggml_type == "Q4_K"
+    assert allocate(options, 11)["t"].ggml_type == "Q2_K"
     with pytest.raises(ValueError, match="below the smallest"):
         allocate(options, 5)
+
+
+def test_allocate_finds_the_least_total_error_that_fits_on_random_toy_problems():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        options = {}
+        for t in range(4):
+            sizes = np.sort(rng.integers(5, 60, size=3)) + np.arange(3)
+            errs = np.sort(rng.uniform(0, 100, size=3))[::-1]
+            options[f"t{t}"] = _opts(
+                *((f"T{k}", int(b), float(e)) for k, (b, e) in enumerate(zip(sizes, errs, strict=True)))
+            )
+        budget = int(rng.integers(sum(o[0].nbytes for o in options.values()), 200))
+        best = min(
+            sum(o.error for o in combo)
+            for combo in itertools.product(*options.values())
+            if sum(o.nbytes for o in combo) <= budget
+        )
+        pick = allocate(options, budget, resolution=budget)  # one byte per step: exact
+        assert sum(o.nbytes for o in pick.values()) <= budget
+        assert sum(o.error for o in pick.values()) == pytest.approx(best), trial
+        coarse = allocate(options, budget, resolution=16)  # coarse steps: still within the budget
+        assert sum(o.nbytes for o in coarse.values()) <= budget
 
 
 def test_weighted_error_weights_columns_and_experts():

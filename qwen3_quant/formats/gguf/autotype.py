@@ -9,8 +9,7 @@ a byte budget (``--type auto:4.5bpw``).
    alone at the lowest candidate (the rest at Q8_0) on a few calibration windows.
 2. The budget (bits per weight over every tensor of the file) minus what the fixed tensors take (norms,
    router, embeddings and output head at Q4_K_M's types) is shared among the block tensors by a
-   multiple-choice knapsack: start every tensor at the cheapest type, then take the upgrade with the
-   largest error reduction per byte while it fits (each tensor's options on their lower convex hull).
+   multiple-choice knapsack solved exactly by dynamic programming over the budget (``allocate``).
 3. llama.cpp quantises the file with one type override per tensor (``tt_overrides``), so the file is
    an ordinary GGUF that stock llama.cpp loads; the recipe records every tensor's type and the budget.
 
@@ -19,7 +18,6 @@ Pure selection and error maths here (unit-tested on toy numbers); llama.cpp call
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -101,52 +99,71 @@ def weighted_error(w, q, importance) -> float:
     return float((per_col * imp).sum())
 
 
-def _hull(options: Sequence[Option]) -> list[Option]:
-    """Options by size, keeping only those on the lower convex hull of (bytes, error): every step
-    up buys less error reduction per byte than the one before."""
-    pts: list[Option] = []
+def _useful(options: Sequence[Option]) -> list[Option]:
+    """Options by size, without those that are bigger and not better than a smaller one."""
+    out: list[Option] = []
     for o in sorted(options, key=lambda o: (o.nbytes, o.error)):
-        if pts and o.error >= pts[-1].error:
-            continue  # bigger and not better
-        while len(pts) >= 2:
-            a, b = pts[-2], pts[-1]
-            # slope a->b must be steeper (more error saved per byte) than b->o
-            if (a.error - b.error) * (o.nbytes - b.nbytes) <= (b.error - o.error) * (b.nbytes - a.nbytes):
-                pts.pop()
-            else:
-                break
-        pts.append(o)
-    return pts
+        if not out or o.error < out[-1].error:
+            out.append(o)
+    return out
 
 
-def allocate(options: Mapping[str, Sequence[Option]], budget: int) -> dict[str, Option]:
-    """One option per tensor, total bytes <= ``budget``, total error as small as the greedy hull
-    walk finds (optimal for the convexified problem up to the last upgrade that did not fit)."""
-    hulls = {name: _hull(opts) for name, opts in options.items()}
-    pick = {name: 0 for name in hulls}
-    used = sum(h[0].nbytes for h in hulls.values())
-    if used > budget:
-        raise ValueError(f"the budget ({budget} bytes) is below the smallest choice ({used} bytes)")
-    heap: list[tuple[float, str]] = []
+def allocate(
+    options: Mapping[str, Sequence[Option]], budget: int, *, resolution: int = 1 << 16
+) -> dict[str, Option]:
+    """One option per tensor, total bytes <= ``budget``, least total error: an exact multiple-choice
+    knapsack by dynamic programming over the budget in ``resolution`` steps (each tensor's bytes
+    rounded up to a step, so the choice always fits), then the bytes that rounding left are spent
+    on the upgrades that still fit, most error saved per byte first.
 
-    def push(name: str) -> None:
-        h, i = hulls[name], pick[name]
-        if i + 1 < len(h):
-            gain = (h[i].error - h[i + 1].error) / max(1, h[i + 1].nbytes - h[i].nbytes)
-            heapq.heappush(heap, (-gain, name))
+    Every option of a tensor takes part, not only those on its (bytes, error) convex hull: with
+    few, large tensors (a MoE's stacked experts) the hull's jumps would leave much of the budget
+    unspent."""
+    import numpy as np
 
-    for name in hulls:
-        push(name)
-    while heap:
-        _, name = heapq.heappop(heap)
-        h, i = hulls[name], pick[name]
-        extra = h[i + 1].nbytes - h[i].nbytes
-        if used + extra > budget:
-            continue  # this tensor stays; a larger step of it would not fit either
-        pick[name] = i + 1
-        used += extra
-        push(name)
-    return {name: hulls[name][i] for name, i in pick.items()}
+    names = list(options)
+    opts = {n: _useful(options[n]) for n in names}
+    smallest = sum(o[0].nbytes for o in opts.values())
+    if smallest > budget:
+        raise ValueError(f"the budget ({budget} bytes) is below the smallest choice ({smallest} bytes)")
+    unit = max(1, -(-budget // resolution))
+    steps = budget // unit
+    best = np.zeros(steps + 1)  # least error of the tensors so far within c steps
+    picks = np.zeros((len(names), steps + 1), dtype=np.int16)
+    for t, n in enumerate(names):
+        new = np.full(steps + 1, np.inf)
+        for k, o in enumerate(opts[n]):
+            c = -(-o.nbytes // unit)
+            if c > steps:
+                continue
+            cand = np.full(steps + 1, np.inf)
+            cand[c:] = best[: steps + 1 - c] + o.error
+            better = cand < new
+            new[better] = cand[better]
+            picks[t, better] = k
+        best = new
+    if not np.isfinite(best[steps]):  # rounding up made the smallest choice not fit: take it as is
+        pick = {n: 0 for n in names}
+    else:
+        pick, c = {}, steps
+        for t in range(len(names) - 1, -1, -1):
+            k = int(picks[t, c])
+            pick[names[t]] = k
+            c -= -(-opts[names[t]][k].nbytes // unit)
+    used = sum(opts[n][k].nbytes for n, k in pick.items())
+    while True:  # spend what rounding left
+        ups = [
+            ((o.error - opts[n][pick[n]].error) / (o.nbytes - opts[n][pick[n]].nbytes), n, k)
+            for n in names
+            for k, o in enumerate(opts[n])
+            if k > pick[n] and used + o.nbytes - opts[n][pick[n]].nbytes <= budget
+        ]
+        if not ups:
+            break
+        _, n, k = min(ups)
+        used += opts[n][k].nbytes - opts[n][pick[n]].nbytes
+        pick[n] = k
+    return {n: opts[n][k] for n, k in pick.items()}
 
 
 def budget_bytes(bpw: float, total_numel: int) -> int:
