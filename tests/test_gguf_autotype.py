@@ -132,3 +132,14 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
     assert "KL divergence measured in llama.cpp" in recipe["auto_sensitivity"]
     with LlamaCppRunner(auto, ctx=64, threads=1) as r:
         assert np.isfinite(r.logits(list(range(100, 132)))).all()
+
+
+def test_kld_windows_are_spread_over_every_source_of_the_calibration_set():
+    from qwen3_quant.formats.gguf.autotype import spread_windows
+
+    # a calibration set lists each source's samples together: 8 prose, 8 chat, 8 code, 8 tools
+    samples = [[src * 100 + i] * 10 for src in range(4) for i in range(8)]
+    windows = spread_windows(samples, 4, 3)
+    assert [w[0] // 100 for w in windows] == [0, 1, 2, 3] and all(len(w) == 3 for w in windows)
+    assert len(spread_windows(samples, 16, 5)) == 16
+    assert spread_windows(samples[:2], 4, 5) == [[0] * 5, [1] * 5]

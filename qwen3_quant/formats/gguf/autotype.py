@@ -206,6 +206,17 @@ class AutoPlan:
         }
 
 
+def spread_windows(samples: Sequence[Sequence[int]], n: int, length: int) -> list[list[int]]:
+    """``n`` calibration samples spread evenly over the set, each cut to ``length`` tokens. A
+    calibration set lists each source's samples together, so the first few would all be one
+    source (the mix's prose); spread, every source with a share of at least 1/n is in."""
+    if n >= len(samples):
+        picked = range(len(samples))
+    else:
+        picked = sorted({round(i * (len(samples) - 1) / max(1, n - 1)) for i in range(n)})
+    return [list(samples[i][:length]) for i in picked]
+
+
 def _tensors(path):
     import gguf
 

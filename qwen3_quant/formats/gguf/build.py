@@ -41,7 +41,7 @@ from ...io import (
     remove_path,
 )
 from ..base import Progress, no_progress
-from .autotype import parse_auto, plan_auto
+from .autotype import parse_auto, plan_auto, spread_windows
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
 from .imatrix import Imatrix
@@ -210,7 +210,7 @@ class GGUFBuild:
         meta = imatrix_metadata(im, self.imatrix_name) if im else None
         budget = parse_auto(ftype)
         if budget is not None:  # an automatic mix: measure, choose, then one override per tensor
-            windows = [s[:KLD_WINDOW] for s in self.calibration().samples[:KLD_WINDOWS]]
+            windows = spread_windows(self.calibration().samples, KLD_WINDOWS, KLD_WINDOW)
             plan = plan_auto(base, im, budget, target.parent, progress=self.progress, kld_windows=windows)
             quantize_gguf(base, single, plan.ftype, imatrix=im, metadata=meta, tensor_types=plan.tensor_types)
             recipe.update(plan.recipe(), ftype=FILE_TYPES[plan.ftype][0])
