@@ -105,7 +105,7 @@ def test_mean_kld_is_zero_against_itself_and_positive_otherwise():
 @pytest.mark.slow
 def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro_dense, tmp_path, cache_dir):
     """The CLI path end to end: a file no larger than Q4_K_M's, a type per tensor as recorded,
-    loaded and run by llama.cpp."""
+    loaded and run by llama.cpp; a second budget in the same run reuses the measurement."""
     import json
 
     import gguf
@@ -116,11 +116,12 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
     from qwen3_quant.sources import resolve_model
 
     src = resolve_model(str(micro_dense))
-    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M", "calib": "builtin", "calib_samples": 4})
+    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M,auto:3.5bpw", "calib": "builtin", "calib_samples": 4})
     GGUFBuild(src, inspect_checkpoint(src.path), cfg, tmp_path / "out").run()
     out = tmp_path / "out"
     q4, auto = out / "Qwen3-Micro-Q4_K_M.gguf", out / "Qwen3-Micro-AUTO_Q4_K_M.gguf"
     assert auto.stat().st_size <= q4.stat().st_size
+    assert (out / "Qwen3-Micro-AUTO_3.5BPW.gguf").stat().st_size < auto.stat().st_size
     recipe = json.loads((out / "qwen3_quant.json").read_text())["variants"]["AUTO_Q4_K_M"]["recipe"]
     written = {
         t.name: gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(str(auto)).tensors

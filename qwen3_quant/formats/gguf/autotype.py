@@ -290,19 +290,23 @@ def measure_gains(base, imatrix, names, errors, windows, scratch, *, threads=Non
     return gains
 
 
-def plan_auto(
-    base,
-    imatrix,
-    target: float | str,
-    scratch,
-    *,
-    threads: int | None = None,
-    progress=None,
-    kld_windows: list[list[int]] | None = None,
-) -> AutoPlan:
-    """Measure every block tensor's error at each candidate type and choose under the budget:
-    ``target`` bits per weight over all tensors, or the name of a llama.cpp file type whose tensor
-    data size is the budget.
+@dataclass
+class Sensitivity:
+    """What one measurement found, reusable for every budget of the same run: per block tensor
+    and candidate type its bytes and (KL-scaled) error, and the fixed tensors' types and bytes."""
+
+    total_numel: int
+    sizes: dict[str, dict[str, int]]
+    errors: dict[str, dict[str, float]]
+    fixed: dict[str, tuple[str, int]]
+    description: str
+
+
+def measure_sensitivity(
+    base, imatrix, scratch, *, threads: int | None = None, progress=None, kld_windows=None
+) -> Sensitivity:
+    """Every block tensor's error at each candidate type (llama.cpp quantises the whole model to
+    each, one file at a time), scaled to KL divergence over ``kld_windows`` when given.
 
     ``base`` is the float GGUF conversion, ``imatrix`` the run's importance matrix, ``scratch`` a
     folder for one candidate file at a time (removed after it is measured)."""
@@ -313,14 +317,6 @@ def plan_auto(
 
     base_t = _tensors(base)
     total_numel = sum(int(np.prod([int(x) for x in t.shape])) for t in base_t.values())
-    if isinstance(target, str):
-        out = scratch / f"auto-budget-{target}.gguf"
-        quantize_gguf(base, out, target, imatrix=imatrix, threads=threads)
-        budget = sum(int(t.n_bytes) for t in _tensors(out).values())
-        out.unlink()
-    else:
-        budget = budget_bytes(target, total_numel)
-    bpw = 8 * budget / total_numel
     choosable = [n for n, t in base_t.items() if _is_choosable(n, t)]
     errors: dict[str, dict[str, float]] = {n: {} for n in choosable}
     sizes: dict[str, dict[str, int]] = {n: {} for n in choosable}
@@ -352,14 +348,26 @@ def plan_auto(
         out.unlink()
     if progress:
         progress("measuring tensor sensitivity", len(steps), len(steps))
-    fixed_bytes = sum(b for _, b in fixed.values())
+    description = "importance-weighted squared error per tensor and candidate type"
     if kld_windows:  # weighted error -> predicted KL divergence, per tensor, measured in llama.cpp
         gains = measure_gains(base, imatrix, choosable, errors, kld_windows, scratch, threads=threads,
                               progress=progress)  # fmt: skip
         errors = {n: {c: e * gains[n] for c, e in errs.items()} for n, errs in errors.items()}
-    options = {n: [Option(c, sizes[n][c], errors[n][c]) for c in errors[n]] for n in choosable}
+        description += (
+            ", scaled per tensor to KL divergence measured in llama.cpp with that tensor alone at "
+            f"{next(iter(CANDIDATES))} ({sum(len(w) for w in kld_windows)} calibration tokens)"
+        )
+    return Sensitivity(total_numel, sizes, errors, fixed, description)
+
+
+def choose(sens: Sensitivity, target: float | str, budget: int) -> AutoPlan:
+    """The types for one budget (bytes of tensor data) from a measurement."""
+    fixed_bytes = sum(b for _, b in sens.fixed.values())
+    options = {
+        n: [Option(c, sens.sizes[n][c], e) for c, e in errs.items()] for n, errs in sens.errors.items()
+    }
     chosen = allocate(options, budget - fixed_bytes)
-    types = {n: t for n, (t, _) in fixed.items() if t not in ("F32", "F16", "BF16")}
+    types = {n: t for n, (t, _) in sens.fixed.items() if t not in ("F32", "F16", "BF16")}
     types.update({n: o.ggml_type for n, o in chosen.items()})
     counts: dict[str, int] = {}
     for o in chosen.values():
@@ -367,18 +375,47 @@ def plan_auto(
     ftype = CANDIDATES[max(counts, key=counts.get)] if counts else FIXED_FROM
     return AutoPlan(
         target=target,
-        bpw=bpw,
+        bpw=8 * budget / sens.total_numel,
         budget_bytes=budget,
         tensor_types=types,
         chosen={n: o.ggml_type for n, o in chosen.items()},
         data_bytes=fixed_bytes + sum(o.nbytes for o in chosen.values()),
-        errors=errors,
+        errors=sens.errors,
         ftype=ftype,
-        sensitivity=(
-            "importance-weighted squared error per tensor and candidate type, scaled per tensor to KL "
-            f"divergence measured in llama.cpp with that tensor alone at {next(iter(CANDIDATES))} "
-            f"({sum(len(w) for w in kld_windows)} calibration tokens)"
-            if kld_windows
-            else "importance-weighted squared error per tensor and candidate type"
-        ),
+        sensitivity=sens.description,
     )
+
+
+def budget_of(base, imatrix, target: float | str, scratch, total_numel: int, *, threads=None) -> int:
+    """Bytes of tensor data: ``target`` bits per weight over all tensors, or the tensor data of
+    the named llama.cpp file type quantised from ``base`` with ``imatrix``."""
+    from .quantizer import quantize_gguf
+
+    if not isinstance(target, str):
+        return budget_bytes(target, total_numel)
+    out = scratch / f"auto-budget-{target}.gguf"
+    quantize_gguf(base, out, target, imatrix=imatrix, threads=threads)
+    try:
+        return sum(int(t.n_bytes) for t in _tensors(out).values())
+    finally:
+        out.unlink()
+
+
+def plan_auto(
+    base,
+    imatrix,
+    target: float | str,
+    scratch,
+    *,
+    threads: int | None = None,
+    progress=None,
+    kld_windows: list[list[int]] | None = None,
+    sensitivity: Sensitivity | None = None,
+) -> AutoPlan:
+    """Measure (unless ``sensitivity`` is given) and choose for one budget: ``target`` bits per
+    weight over all tensors, or the name of a llama.cpp file type whose tensor data is the budget."""
+    sens = sensitivity or measure_sensitivity(
+        base, imatrix, scratch, threads=threads, progress=progress, kld_windows=kld_windows
+    )
+    budget = budget_of(base, imatrix, target, scratch, sens.total_numel, threads=threads)
+    return choose(sens, target, budget)

@@ -41,7 +41,7 @@ from ...io import (
     remove_path,
 )
 from ..base import Progress, no_progress
-from .autotype import parse_auto, plan_auto, spread_windows
+from .autotype import measure_sensitivity, parse_auto, plan_auto, spread_windows
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
 from .imatrix import Imatrix
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 WORK = ".work"
 CONVERTER = "qwen3-quant streaming safetensors -> GGUF"
 # automatic mixes: the calibration windows their per-tensor KL divergence is measured on
-KLD_WINDOWS, KLD_WINDOW = 4, 256
+KLD_WINDOWS, KLD_WINDOW = 16, 256
 
 
 class GGUFBuild:
@@ -81,6 +81,7 @@ class GGUFBuild:
         self.desc = describe(source, info)
         self._calib = None
         self._imatrix: Imatrix | None = None
+        self._sensitivity = None  # automatic mixes: measured once, for every budget of the run
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -210,8 +211,12 @@ class GGUFBuild:
         meta = imatrix_metadata(im, self.imatrix_name) if im else None
         budget = parse_auto(ftype)
         if budget is not None:  # an automatic mix: measure, choose, then one override per tensor
-            windows = spread_windows(self.calibration().samples, KLD_WINDOWS, KLD_WINDOW)
-            plan = plan_auto(base, im, budget, target.parent, progress=self.progress, kld_windows=windows)
+            if self._sensitivity is None:  # measured once per run, for every automatic type
+                windows = spread_windows(self.calibration().samples, KLD_WINDOWS, KLD_WINDOW)
+                self._sensitivity = measure_sensitivity(
+                    base, im, target.parent, progress=self.progress, kld_windows=windows
+                )
+            plan = plan_auto(base, im, budget, target.parent, sensitivity=self._sensitivity)
             quantize_gguf(base, single, plan.ftype, imatrix=im, metadata=meta, tensor_types=plan.tensor_types)
             recipe.update(plan.recipe(), ftype=FILE_TYPES[plan.ftype][0])
         else:
