@@ -144,3 +144,15 @@ def test_kld_windows_are_spread_over_every_source_of_the_calibration_set():
     assert [w[0] // 100 for w in windows] == [0, 1, 2, 3] and all(len(w) == 3 for w in windows)
     assert len(spread_windows(samples, 16, 5)) == 16
     assert spread_windows(samples[:2], 4, 5) == [[0] * 5, [1] * 5]
+
+
+def test_models_table_estimates_automatic_mixes_from_their_budget():
+    from qwen3_quant.catalog import catalog
+    from qwen3_quant.formats.gguf.types import estimate_file_size
+
+    for name in ("Qwen3-8B", "Qwen3-30B-A3B"):
+        a = catalog()[name].arch
+        q4, q5 = estimate_file_size(a, "Q4_K_M", has_imatrix=True), estimate_file_size(a, "Q5_K_M")
+        assert estimate_file_size(a, "AUTO_Q4_K_M") == q4
+        assert q4 < estimate_file_size(a, "AUTO_5.2BPW") < estimate_file_size(a, "AUTO_6BPW")
+        assert abs(estimate_file_size(a, "AUTO_5.7BPW") - q5) < 0.05 * q5  # Q5_K_M is about 5.7 bpw
