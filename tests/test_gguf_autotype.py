@@ -156,3 +156,22 @@ def test_models_table_estimates_automatic_mixes_from_their_budget():
         assert estimate_file_size(a, "AUTO_Q4_K_M") == q4
         assert q4 < estimate_file_size(a, "AUTO_5.2BPW") < estimate_file_size(a, "AUTO_6BPW")
         assert abs(estimate_file_size(a, "AUTO_5.7BPW") - q5) < 0.05 * q5  # Q5_K_M is about 5.7 bpw
+
+
+def test_one_measurement_serves_several_budgets():
+    from qwen3_quant.formats.gguf.autotype import Sensitivity, choose
+
+    sizes = {n: {"Q2_K": 10, "Q4_K": 20, "Q8_0": 40} for n in ("blk.0.a", "blk.0.b")}
+    errors = {
+        "blk.0.a": {"Q2_K": 100.0, "Q4_K": 10.0, "Q8_0": 1.0},
+        "blk.0.b": {"Q2_K": 5.0, "Q4_K": 2.0, "Q8_0": 0.0},
+    }
+    fixed = {"token_embd.weight": ("Q4_K", 30), "output_norm.weight": ("F32", 4)}
+    sens = Sensitivity(total_numel=200, sizes=sizes, errors=errors, fixed=fixed, description="toy")
+    small, big = choose(sens, "Q3_K_M", 34 + 30), choose(sens, 5.0, 34 + 80)
+    assert small.chosen == {"blk.0.a": "Q4_K", "blk.0.b": "Q2_K"} and small.data_bytes == 64
+    assert big.chosen == {"blk.0.a": "Q8_0", "blk.0.b": "Q8_0"} and big.ftype == "Q8_0"
+    assert (
+        small.tensor_types["token_embd.weight"] == "Q4_K" and "output_norm.weight" not in small.tensor_types
+    )
+    assert small.ftype == "Q4_K_M" and small.recipe()["auto_budget_bytes"] == 64
