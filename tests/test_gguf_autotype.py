@@ -175,3 +175,22 @@ def test_one_measurement_serves_several_budgets():
         small.tensor_types["token_embd.weight"] == "Q4_K" and "output_norm.weight" not in small.tensor_types
     )
     assert small.ftype == "Q4_K_M" and small.recipe()["auto_budget_bytes"] == 64
+
+
+def test_a_kept_measurement_is_reused_only_for_the_same_inputs():
+    import json
+
+    from qwen3_quant.formats.gguf.autotype import Sensitivity
+
+    sens = Sensitivity(
+        total_numel=10,
+        sizes={"blk.0.a": {"Q2_K": 3, "Q8_0": 9}},
+        errors={"blk.0.a": {"Q2_K": 2.5, "Q8_0": 0.125}},
+        fixed={"token_embd.weight": ("Q4_K", 7)},
+        description="toy",
+    )
+    key = {"source.fingerprint": "abc", "calibration.sha256": "def"}
+    kept = json.loads(json.dumps(sens.to_json(key)))  # as written to and read from .work
+    assert Sensitivity.from_json(kept, key) == sens
+    assert Sensitivity.from_json(kept, {**key, "calibration.sha256": "other"}) is None
+    assert Sensitivity.from_json({**kept, "candidates": ["Q4_K"]}, key) is None

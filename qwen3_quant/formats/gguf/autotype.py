@@ -301,6 +301,23 @@ class Sensitivity:
     fixed: dict[str, tuple[str, int]]
     description: str
 
+    def to_json(self, key: dict) -> dict:
+        """A record for a later run (kept under ``.work``), valid for the inputs named in ``key``."""
+        return {"key": key, "candidates": list(CANDIDATES), "fixed_from": FIXED_FROM, **self.__dict__}
+
+    @classmethod
+    def from_json(cls, data: dict, key: dict) -> Sensitivity | None:
+        """The measurement in ``data`` if it was made from the inputs in ``key`` with the same
+        candidate types; None otherwise (measure again)."""
+        if (data.get("key"), data.get("candidates"), data.get("fixed_from")) != (
+            key,
+            list(CANDIDATES),
+            FIXED_FROM,
+        ):
+            return None
+        fixed = {n: (t, int(b)) for n, (t, b) in data["fixed"].items()}
+        return cls(int(data["total_numel"]), data["sizes"], data["errors"], fixed, data["description"])
+
 
 def measure_sensitivity(
     base, imatrix, scratch, *, threads: int | None = None, progress=None, kld_windows=None

@@ -211,11 +211,8 @@ class GGUFBuild:
         meta = imatrix_metadata(im, self.imatrix_name) if im else None
         budget = parse_auto(ftype)
         if budget is not None:  # an automatic mix: measure, choose, then one override per tensor
-            if self._sensitivity is None:  # measured once per run, for every automatic type
-                windows = spread_windows(self.calibration().samples, KLD_WINDOWS, KLD_WINDOW)
-                self._sensitivity = measure_sensitivity(
-                    base, im, target.parent, progress=self.progress, kld_windows=windows
-                )
+            if self._sensitivity is None:  # measured once, for every automatic type (kept in .work)
+                self._sensitivity = self._auto_sensitivity(base, im, target.parent)
             plan = plan_auto(base, im, budget, target.parent, sensitivity=self._sensitivity)
             quantize_gguf(base, single, plan.ftype, imatrix=im, metadata=meta, tensor_types=plan.tensor_types)
             recipe.update(plan.recipe(), ftype=FILE_TYPES[plan.ftype][0])
@@ -264,6 +261,33 @@ class GGUFBuild:
 
             self._calib = load_mix(self.cfg.calib).build(self.info.path, samples=self.cfg.calib_samples)
         return self._calib
+
+    def _auto_sensitivity(self, base: Path, im: Imatrix, scratch: Path):
+        """The automatic mixes' measurement: read back from ``.work`` when it was made from the
+        same conversion, importance matrix and windows (a later run or a resumed one), else
+        measured and kept there."""
+        import hashlib
+
+        from .autotype import Sensitivity
+
+        windows = spread_windows(self.calibration().samples, KLD_WINDOWS, KLD_WINDOW)
+        key = {
+            "source.fingerprint": self.src["fingerprint"],
+            "base": self.base_type,
+            "calibration.sha256": self.calibration().sha256,
+            "windows.sha256": hashlib.sha256(json.dumps(windows).encode()).hexdigest(),
+        }
+        path = self.work / "auto-sensitivity.json"
+        if path.is_file():
+            try:
+                kept = Sensitivity.from_json(json.loads(path.read_text()), key)
+            except (ValueError, KeyError, TypeError):
+                kept = None  # unreadable: measure again
+            if kept is not None:
+                return kept
+        sens = measure_sensitivity(base, im, scratch, progress=self.progress, kld_windows=windows)
+        atomic_write_json(path, sens.to_json(key))
+        return sens
 
     def ensure_imatrix(self) -> Imatrix:
         """The importance matrix for this run's calibration, computed once and kept in the folder."""
