@@ -103,7 +103,9 @@ def test_mean_kld_is_zero_against_itself_and_positive_otherwise():
 
 
 @pytest.mark.slow
-def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro_dense, tmp_path, cache_dir):
+def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(
+    micro_dense, tmp_path, cache_dir, monkeypatch
+):
     """The CLI path end to end: a file no larger than Q4_K_M's, a type per tensor as recorded,
     loaded and run by llama.cpp; a second budget in the same run reuses the measurement."""
     import json
@@ -116,12 +118,12 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
     from qwen3_quant.sources import resolve_model
 
     src = resolve_model(str(micro_dense))
-    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M,auto:3.5bpw", "calib": "builtin", "calib_samples": 4})
+    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M,auto:Q3_K_M", "calib": "builtin", "calib_samples": 4})
     GGUFBuild(src, inspect_checkpoint(src.path), cfg, tmp_path / "out").run()
     out = tmp_path / "out"
     q4, auto = out / "Qwen3-Micro-Q4_K_M.gguf", out / "Qwen3-Micro-AUTO_Q4_K_M.gguf"
     assert auto.stat().st_size <= q4.stat().st_size
-    assert (out / "Qwen3-Micro-AUTO_3.5BPW.gguf").stat().st_size < auto.stat().st_size
+    assert (out / "Qwen3-Micro-AUTO_Q3_K_M.gguf").stat().st_size < auto.stat().st_size
     recipe = json.loads((out / "qwen3_quant.json").read_text())["variants"]["AUTO_Q4_K_M"]["recipe"]
     written = {
         t.name: gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(str(auto)).tensors
@@ -133,6 +135,17 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
     assert "KL divergence measured in llama.cpp" in recipe["auto_sensitivity"]
     with LlamaCppRunner(auto, ctx=64, threads=1) as r:
         assert np.isfinite(r.logits(list(range(100, 132)))).all()
+
+    # a later run with another budget reads the kept measurement instead of measuring again
+    import qwen3_quant.formats.gguf.build as build_module
+
+    def measured_again(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(build_module, "measure_sensitivity", measured_again)
+    cfg = parse_options({"types": "auto:7bpw", "calib": "builtin", "calib_samples": 4})
+    GGUFBuild(src, inspect_checkpoint(src.path), cfg, out).run()
+    assert (out / "Qwen3-Micro-AUTO_7BPW.gguf").stat().st_size > auto.stat().st_size  # Q4_K_M: ~6 bpw here
 
 
 def test_kld_windows_are_spread_over_every_source_of_the_calibration_set():
@@ -169,6 +182,8 @@ def test_one_measurement_serves_several_budgets():
     fixed = {"token_embd.weight": ("Q4_K", 30), "output_norm.weight": ("F32", 4)}
     sens = Sensitivity(total_numel=200, sizes=sizes, errors=errors, fixed=fixed, description="toy")
     small, big = choose(sens, "Q3_K_M", 34 + 30), choose(sens, 5.0, 34 + 80)
+    with pytest.raises(UsageError, match="below the smallest mix"):
+        choose(sens, 1.0, 34 + 19)
     assert small.chosen == {"blk.0.a": "Q4_K", "blk.0.b": "Q2_K"} and small.data_bytes == 64
     assert big.chosen == {"blk.0.a": "Q8_0", "blk.0.b": "Q8_0"} and big.ftype == "Q8_0"
     assert (

@@ -379,10 +379,21 @@ def measure_sensitivity(
 
 def choose(sens: Sensitivity, target: float | str, budget: int) -> AutoPlan:
     """The types for one budget (bytes of tensor data) from a measurement."""
+    from ...errors import UsageError
+
     fixed_bytes = sum(b for _, b in sens.fixed.values())
     options = {
         n: [Option(c, sens.sizes[n][c], e) for c, e in errs.items()] for n, errs in sens.errors.items()
     }
+    smallest = fixed_bytes + sum(min(o.nbytes for o in opts) for opts in options.values())
+    if budget < smallest:
+        need = 8 * smallest / sens.total_numel
+        raise UsageError(
+            f"--type {auto_name(target)}: {8 * budget / sens.total_numel:.2f} bits per weight is below the "
+            f"smallest mix for this model ({need:.2f}: every block tensor at {next(iter(CANDIDATES))}, "
+            f"embeddings and output head at {FIXED_FROM}'s types)",
+            hint=f"ask for at least auto:{math.ceil(need * 10) / 10:g}bpw",
+        )
     chosen = allocate(options, budget - fixed_bytes)
     types = {n: t for n, (t, _) in sens.fixed.items() if t not in ("F32", "F16", "BF16")}
     types.update({n: o.ggml_type for n, o in chosen.items()})
