@@ -49,13 +49,40 @@ def test_allocate_spends_the_budget_where_error_falls_most_per_byte():
     assert {k: v.ggml_type for k, v in big.items()} == {"a": "Q8_0", "b": "Q8_0"}
 
 
-def test_allocate_skips_options_off_the_convex_hull_and_refuses_an_impossible_budget():
-    # Q3_K is dominated (bigger and worse than Q2_K); Q4_K is under the hull of Q2_K -> Q8_0
+def test_allocate_uses_options_off_the_convex_hull_when_they_fit_better():
+    # Q3_K is dominated (bigger and worse than Q2_K); Q4_K lies under the hull of Q2_K -> Q8_0, but
+    # when Q8_0 does not fit it is the best that does (a hull walk would stay at Q2_K)
     options = {"t": _opts(("Q2_K", 10, 50.0), ("Q3_K", 12, 60.0), ("Q4_K", 20, 45.0), ("Q8_0", 30, 0.0))}
     assert allocate(options, 30)["t"].ggml_type == "Q8_0"
-    assert allocate(options, 25)["t"].ggml_type == "Q2_K"  # the hull's next step (to Q8_0) does not fit
+    assert allocate(options, 25)["t"].ggml_type == "Q4_K"
+    assert allocate(options, 11)["t"].ggml_type == "Q2_K"
     with pytest.raises(ValueError, match="below the smallest"):
         allocate(options, 5)
+
+
+def test_allocate_finds_the_least_total_error_that_fits_on_random_toy_problems():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        options = {}
+        for t in range(4):
+            sizes = np.sort(rng.integers(5, 60, size=3)) + np.arange(3)
+            errs = np.sort(rng.uniform(0, 100, size=3))[::-1]
+            options[f"t{t}"] = _opts(
+                *((f"T{k}", int(b), float(e)) for k, (b, e) in enumerate(zip(sizes, errs, strict=True)))
+            )
+        budget = int(rng.integers(sum(o[0].nbytes for o in options.values()), 200))
+        best = min(
+            sum(o.error for o in combo)
+            for combo in itertools.product(*options.values())
+            if sum(o.nbytes for o in combo) <= budget
+        )
+        pick = allocate(options, budget, resolution=budget)  # one byte per step: exact
+        assert sum(o.nbytes for o in pick.values()) <= budget
+        assert sum(o.error for o in pick.values()) == pytest.approx(best), trial
+        coarse = allocate(options, budget, resolution=16)  # coarse steps: still within the budget
+        assert sum(o.nbytes for o in coarse.values()) <= budget
 
 
 def test_weighted_error_weights_columns_and_experts():
@@ -76,9 +103,11 @@ def test_mean_kld_is_zero_against_itself_and_positive_otherwise():
 
 
 @pytest.mark.slow
-def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro_dense, tmp_path, cache_dir):
+def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(
+    micro_dense, tmp_path, cache_dir, monkeypatch
+):
     """The CLI path end to end: a file no larger than Q4_K_M's, a type per tensor as recorded,
-    loaded and run by llama.cpp."""
+    loaded and run by llama.cpp; a second budget in the same run reuses the measurement."""
     import json
 
     import gguf
@@ -89,11 +118,12 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
     from qwen3_quant.sources import resolve_model
 
     src = resolve_model(str(micro_dense))
-    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M", "calib": "builtin", "calib_samples": 4})
+    cfg = parse_options({"types": "Q4_K_M,auto:Q4_K_M,auto:Q3_K_M", "calib": "builtin", "calib_samples": 4})
     GGUFBuild(src, inspect_checkpoint(src.path), cfg, tmp_path / "out").run()
     out = tmp_path / "out"
     q4, auto = out / "Qwen3-Micro-Q4_K_M.gguf", out / "Qwen3-Micro-AUTO_Q4_K_M.gguf"
     assert auto.stat().st_size <= q4.stat().st_size
+    assert (out / "Qwen3-Micro-AUTO_Q3_K_M.gguf").stat().st_size < auto.stat().st_size
     recipe = json.loads((out / "qwen3_quant.json").read_text())["variants"]["AUTO_Q4_K_M"]["recipe"]
     written = {
         t.name: gguf.GGMLQuantizationType(t.tensor_type).name for t in gguf.GGUFReader(str(auto)).tensors
@@ -105,3 +135,77 @@ def test_auto_mix_of_the_micro_model_is_written_by_llama_cpp_within_budget(micro
     assert "KL divergence measured in llama.cpp" in recipe["auto_sensitivity"]
     with LlamaCppRunner(auto, ctx=64, threads=1) as r:
         assert np.isfinite(r.logits(list(range(100, 132)))).all()
+
+    # a later run with another budget reads the kept measurement instead of measuring again
+    import qwen3_quant.formats.gguf.build as build_module
+
+    def measured_again(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(build_module, "measure_sensitivity", measured_again)
+    cfg = parse_options({"types": "auto:7bpw", "calib": "builtin", "calib_samples": 4})
+    GGUFBuild(src, inspect_checkpoint(src.path), cfg, out).run()
+    assert (out / "Qwen3-Micro-AUTO_7BPW.gguf").stat().st_size > auto.stat().st_size  # Q4_K_M: ~6 bpw here
+
+
+def test_kld_windows_are_spread_over_every_source_of_the_calibration_set():
+    from qwen3_quant.formats.gguf.autotype import spread_windows
+
+    # a calibration set lists each source's samples together: 8 prose, 8 chat, 8 code, 8 tools
+    samples = [[src * 100 + i] * 10 for src in range(4) for i in range(8)]
+    windows = spread_windows(samples, 4, 3)
+    assert [w[0] // 100 for w in windows] == [0, 1, 2, 3] and all(len(w) == 3 for w in windows)
+    assert len(spread_windows(samples, 16, 5)) == 16
+    assert spread_windows(samples[:2], 4, 5) == [[0] * 5, [1] * 5]
+
+
+def test_models_table_estimates_automatic_mixes_from_their_budget():
+    from qwen3_quant.catalog import catalog
+    from qwen3_quant.formats.gguf.types import estimate_file_size
+
+    for name in ("Qwen3-8B", "Qwen3-30B-A3B"):
+        a = catalog()[name].arch
+        q4, q5 = estimate_file_size(a, "Q4_K_M", has_imatrix=True), estimate_file_size(a, "Q5_K_M")
+        assert estimate_file_size(a, "AUTO_Q4_K_M") == q4
+        assert q4 < estimate_file_size(a, "AUTO_5.2BPW") < estimate_file_size(a, "AUTO_6BPW")
+        assert abs(estimate_file_size(a, "AUTO_5.7BPW") - q5) < 0.05 * q5  # Q5_K_M is about 5.7 bpw
+
+
+def test_one_measurement_serves_several_budgets():
+    from qwen3_quant.formats.gguf.autotype import Sensitivity, choose
+
+    sizes = {n: {"Q2_K": 10, "Q4_K": 20, "Q8_0": 40} for n in ("blk.0.a", "blk.0.b")}
+    errors = {
+        "blk.0.a": {"Q2_K": 100.0, "Q4_K": 10.0, "Q8_0": 1.0},
+        "blk.0.b": {"Q2_K": 5.0, "Q4_K": 2.0, "Q8_0": 0.0},
+    }
+    fixed = {"token_embd.weight": ("Q4_K", 30), "output_norm.weight": ("F32", 4)}
+    sens = Sensitivity(total_numel=200, sizes=sizes, errors=errors, fixed=fixed, description="toy")
+    small, big = choose(sens, "Q3_K_M", 34 + 30), choose(sens, 5.0, 34 + 80)
+    with pytest.raises(UsageError, match="below the smallest mix"):
+        choose(sens, 1.0, 34 + 19)
+    assert small.chosen == {"blk.0.a": "Q4_K", "blk.0.b": "Q2_K"} and small.data_bytes == 64
+    assert big.chosen == {"blk.0.a": "Q8_0", "blk.0.b": "Q8_0"} and big.ftype == "Q8_0"
+    assert (
+        small.tensor_types["token_embd.weight"] == "Q4_K" and "output_norm.weight" not in small.tensor_types
+    )
+    assert small.ftype == "Q4_K_M" and small.recipe()["auto_budget_bytes"] == 64
+
+
+def test_a_kept_measurement_is_reused_only_for_the_same_inputs():
+    import json
+
+    from qwen3_quant.formats.gguf.autotype import Sensitivity
+
+    sens = Sensitivity(
+        total_numel=10,
+        sizes={"blk.0.a": {"Q2_K": 3, "Q8_0": 9}},
+        errors={"blk.0.a": {"Q2_K": 2.5, "Q8_0": 0.125}},
+        fixed={"token_embd.weight": ("Q4_K", 7)},
+        description="toy",
+    )
+    key = {"source.fingerprint": "abc", "calibration.sha256": "def"}
+    kept = json.loads(json.dumps(sens.to_json(key)))  # as written to and read from .work
+    assert Sensitivity.from_json(kept, key) == sens
+    assert Sensitivity.from_json(kept, {**key, "calibration.sha256": "other"}) is None
+    assert Sensitivity.from_json({**kept, "candidates": ["Q4_K"]}, key) is None

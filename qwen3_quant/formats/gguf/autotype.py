@@ -9,8 +9,7 @@ a byte budget (``--type auto:4.5bpw``).
    alone at the lowest candidate (the rest at Q8_0) on a few calibration windows.
 2. The budget (bits per weight over every tensor of the file) minus what the fixed tensors take (norms,
    router, embeddings and output head at Q4_K_M's types) is shared among the block tensors by a
-   multiple-choice knapsack: start every tensor at the cheapest type, then take the upgrade with the
-   largest error reduction per byte while it fits (each tensor's options on their lower convex hull).
+   multiple-choice knapsack solved exactly by dynamic programming over the budget (``allocate``).
 3. llama.cpp quantises the file with one type override per tensor (``tt_overrides``), so the file is
    an ordinary GGUF that stock llama.cpp loads; the recipe records every tensor's type and the budget.
 
@@ -19,7 +18,6 @@ Pure selection and error maths here (unit-tested on toy numbers); llama.cpp call
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -101,52 +99,71 @@ def weighted_error(w, q, importance) -> float:
     return float((per_col * imp).sum())
 
 
-def _hull(options: Sequence[Option]) -> list[Option]:
-    """Options by size, keeping only those on the lower convex hull of (bytes, error): every step
-    up buys less error reduction per byte than the one before."""
-    pts: list[Option] = []
+def _useful(options: Sequence[Option]) -> list[Option]:
+    """Options by size, without those that are bigger and not better than a smaller one."""
+    out: list[Option] = []
     for o in sorted(options, key=lambda o: (o.nbytes, o.error)):
-        if pts and o.error >= pts[-1].error:
-            continue  # bigger and not better
-        while len(pts) >= 2:
-            a, b = pts[-2], pts[-1]
-            # slope a->b must be steeper (more error saved per byte) than b->o
-            if (a.error - b.error) * (o.nbytes - b.nbytes) <= (b.error - o.error) * (b.nbytes - a.nbytes):
-                pts.pop()
-            else:
-                break
-        pts.append(o)
-    return pts
+        if not out or o.error < out[-1].error:
+            out.append(o)
+    return out
 
 
-def allocate(options: Mapping[str, Sequence[Option]], budget: int) -> dict[str, Option]:
-    """One option per tensor, total bytes <= ``budget``, total error as small as the greedy hull
-    walk finds (optimal for the convexified problem up to the last upgrade that did not fit)."""
-    hulls = {name: _hull(opts) for name, opts in options.items()}
-    pick = {name: 0 for name in hulls}
-    used = sum(h[0].nbytes for h in hulls.values())
-    if used > budget:
-        raise ValueError(f"the budget ({budget} bytes) is below the smallest choice ({used} bytes)")
-    heap: list[tuple[float, str]] = []
+def allocate(
+    options: Mapping[str, Sequence[Option]], budget: int, *, resolution: int = 1 << 16
+) -> dict[str, Option]:
+    """One option per tensor, total bytes <= ``budget``, least total error: an exact multiple-choice
+    knapsack by dynamic programming over the budget in ``resolution`` steps (each tensor's bytes
+    rounded up to a step, so the choice always fits), then the bytes that rounding left are spent
+    on the upgrades that still fit, most error saved per byte first.
 
-    def push(name: str) -> None:
-        h, i = hulls[name], pick[name]
-        if i + 1 < len(h):
-            gain = (h[i].error - h[i + 1].error) / max(1, h[i + 1].nbytes - h[i].nbytes)
-            heapq.heappush(heap, (-gain, name))
+    Every option of a tensor takes part, not only those on its (bytes, error) convex hull: with
+    few, large tensors (a MoE's stacked experts) the hull's jumps would leave much of the budget
+    unspent."""
+    import numpy as np
 
-    for name in hulls:
-        push(name)
-    while heap:
-        _, name = heapq.heappop(heap)
-        h, i = hulls[name], pick[name]
-        extra = h[i + 1].nbytes - h[i].nbytes
-        if used + extra > budget:
-            continue  # this tensor stays; a larger step of it would not fit either
-        pick[name] = i + 1
-        used += extra
-        push(name)
-    return {name: hulls[name][i] for name, i in pick.items()}
+    names = list(options)
+    opts = {n: _useful(options[n]) for n in names}
+    smallest = sum(o[0].nbytes for o in opts.values())
+    if smallest > budget:
+        raise ValueError(f"the budget ({budget} bytes) is below the smallest choice ({smallest} bytes)")
+    unit = max(1, -(-budget // resolution))
+    steps = budget // unit
+    best = np.zeros(steps + 1)  # least error of the tensors so far within c steps
+    picks = np.zeros((len(names), steps + 1), dtype=np.int16)
+    for t, n in enumerate(names):
+        new = np.full(steps + 1, np.inf)
+        for k, o in enumerate(opts[n]):
+            c = -(-o.nbytes // unit)
+            if c > steps:
+                continue
+            cand = np.full(steps + 1, np.inf)
+            cand[c:] = best[: steps + 1 - c] + o.error
+            better = cand < new
+            new[better] = cand[better]
+            picks[t, better] = k
+        best = new
+    if not np.isfinite(best[steps]):  # rounding up made the smallest choice not fit: take it as is
+        pick = {n: 0 for n in names}
+    else:
+        pick, c = {}, steps
+        for t in range(len(names) - 1, -1, -1):
+            k = int(picks[t, c])
+            pick[names[t]] = k
+            c -= -(-opts[names[t]][k].nbytes // unit)
+    used = sum(opts[n][k].nbytes for n, k in pick.items())
+    while True:  # spend what rounding left
+        ups = [
+            ((o.error - opts[n][pick[n]].error) / (o.nbytes - opts[n][pick[n]].nbytes), n, k)
+            for n in names
+            for k, o in enumerate(opts[n])
+            if k > pick[n] and used + o.nbytes - opts[n][pick[n]].nbytes <= budget
+        ]
+        if not ups:
+            break
+        _, n, k = min(ups)
+        used += opts[n][k].nbytes - opts[n][pick[n]].nbytes
+        pick[n] = k
+    return {n: opts[n][k] for n, k in pick.items()}
 
 
 def budget_bytes(bpw: float, total_numel: int) -> int:
@@ -187,6 +204,17 @@ class AutoPlan:
             "auto_chosen_counts": dict(sorted(counts.items())),
             "auto_tensor_types": dict(sorted(self.tensor_types.items())),
         }
+
+
+def spread_windows(samples: Sequence[Sequence[int]], n: int, length: int) -> list[list[int]]:
+    """``n`` calibration samples spread evenly over the set, each cut to ``length`` tokens. A
+    calibration set lists each source's samples together, so the first few would all be one
+    source (the mix's prose); spread, every source with a share of at least 1/n is in."""
+    if n >= len(samples):
+        picked = range(len(samples))
+    else:
+        picked = sorted({round(i * (len(samples) - 1) / max(1, n - 1)) for i in range(n)})
+    return [list(samples[i][:length]) for i in picked]
 
 
 def _tensors(path):
@@ -262,19 +290,40 @@ def measure_gains(base, imatrix, names, errors, windows, scratch, *, threads=Non
     return gains
 
 
-def plan_auto(
-    base,
-    imatrix,
-    target: float | str,
-    scratch,
-    *,
-    threads: int | None = None,
-    progress=None,
-    kld_windows: list[list[int]] | None = None,
-) -> AutoPlan:
-    """Measure every block tensor's error at each candidate type and choose under the budget:
-    ``target`` bits per weight over all tensors, or the name of a llama.cpp file type whose tensor
-    data size is the budget.
+@dataclass
+class Sensitivity:
+    """What one measurement found, reusable for every budget of the same run: per block tensor
+    and candidate type its bytes and (KL-scaled) error, and the fixed tensors' types and bytes."""
+
+    total_numel: int
+    sizes: dict[str, dict[str, int]]
+    errors: dict[str, dict[str, float]]
+    fixed: dict[str, tuple[str, int]]
+    description: str
+
+    def to_json(self, key: dict) -> dict:
+        """A record for a later run (kept under ``.work``), valid for the inputs named in ``key``."""
+        return {"key": key, "candidates": list(CANDIDATES), "fixed_from": FIXED_FROM, **self.__dict__}
+
+    @classmethod
+    def from_json(cls, data: dict, key: dict) -> Sensitivity | None:
+        """The measurement in ``data`` if it was made from the inputs in ``key`` with the same
+        candidate types; None otherwise (measure again)."""
+        if (data.get("key"), data.get("candidates"), data.get("fixed_from")) != (
+            key,
+            list(CANDIDATES),
+            FIXED_FROM,
+        ):
+            return None
+        fixed = {n: (t, int(b)) for n, (t, b) in data["fixed"].items()}
+        return cls(int(data["total_numel"]), data["sizes"], data["errors"], fixed, data["description"])
+
+
+def measure_sensitivity(
+    base, imatrix, scratch, *, threads: int | None = None, progress=None, kld_windows=None
+) -> Sensitivity:
+    """Every block tensor's error at each candidate type (llama.cpp quantises the whole model to
+    each, one file at a time), scaled to KL divergence over ``kld_windows`` when given.
 
     ``base`` is the float GGUF conversion, ``imatrix`` the run's importance matrix, ``scratch`` a
     folder for one candidate file at a time (removed after it is measured)."""
@@ -285,14 +334,6 @@ def plan_auto(
 
     base_t = _tensors(base)
     total_numel = sum(int(np.prod([int(x) for x in t.shape])) for t in base_t.values())
-    if isinstance(target, str):
-        out = scratch / f"auto-budget-{target}.gguf"
-        quantize_gguf(base, out, target, imatrix=imatrix, threads=threads)
-        budget = sum(int(t.n_bytes) for t in _tensors(out).values())
-        out.unlink()
-    else:
-        budget = budget_bytes(target, total_numel)
-    bpw = 8 * budget / total_numel
     choosable = [n for n, t in base_t.items() if _is_choosable(n, t)]
     errors: dict[str, dict[str, float]] = {n: {} for n in choosable}
     sizes: dict[str, dict[str, int]] = {n: {} for n in choosable}
@@ -324,14 +365,37 @@ def plan_auto(
         out.unlink()
     if progress:
         progress("measuring tensor sensitivity", len(steps), len(steps))
-    fixed_bytes = sum(b for _, b in fixed.values())
+    description = "importance-weighted squared error per tensor and candidate type"
     if kld_windows:  # weighted error -> predicted KL divergence, per tensor, measured in llama.cpp
         gains = measure_gains(base, imatrix, choosable, errors, kld_windows, scratch, threads=threads,
                               progress=progress)  # fmt: skip
         errors = {n: {c: e * gains[n] for c, e in errs.items()} for n, errs in errors.items()}
-    options = {n: [Option(c, sizes[n][c], errors[n][c]) for c in errors[n]] for n in choosable}
+        description += (
+            ", scaled per tensor to KL divergence measured in llama.cpp with that tensor alone at "
+            f"{next(iter(CANDIDATES))} ({sum(len(w) for w in kld_windows)} calibration tokens)"
+        )
+    return Sensitivity(total_numel, sizes, errors, fixed, description)
+
+
+def choose(sens: Sensitivity, target: float | str, budget: int) -> AutoPlan:
+    """The types for one budget (bytes of tensor data) from a measurement."""
+    from ...errors import UsageError
+
+    fixed_bytes = sum(b for _, b in sens.fixed.values())
+    options = {
+        n: [Option(c, sens.sizes[n][c], e) for c, e in errs.items()] for n, errs in sens.errors.items()
+    }
+    smallest = fixed_bytes + sum(min(o.nbytes for o in opts) for opts in options.values())
+    if budget < smallest:
+        need = 8 * smallest / sens.total_numel
+        raise UsageError(
+            f"--type {auto_name(target)}: {8 * budget / sens.total_numel:.2f} bits per weight is below the "
+            f"smallest mix for this model ({need:.2f}: every block tensor at {next(iter(CANDIDATES))}, "
+            f"embeddings and output head at {FIXED_FROM}'s types)",
+            hint=f"ask for at least auto:{math.ceil(need * 10) / 10:g}bpw",
+        )
     chosen = allocate(options, budget - fixed_bytes)
-    types = {n: t for n, (t, _) in fixed.items() if t not in ("F32", "F16", "BF16")}
+    types = {n: t for n, (t, _) in sens.fixed.items() if t not in ("F32", "F16", "BF16")}
     types.update({n: o.ggml_type for n, o in chosen.items()})
     counts: dict[str, int] = {}
     for o in chosen.values():
@@ -339,18 +403,47 @@ def plan_auto(
     ftype = CANDIDATES[max(counts, key=counts.get)] if counts else FIXED_FROM
     return AutoPlan(
         target=target,
-        bpw=bpw,
+        bpw=8 * budget / sens.total_numel,
         budget_bytes=budget,
         tensor_types=types,
         chosen={n: o.ggml_type for n, o in chosen.items()},
         data_bytes=fixed_bytes + sum(o.nbytes for o in chosen.values()),
-        errors=errors,
+        errors=sens.errors,
         ftype=ftype,
-        sensitivity=(
-            "importance-weighted squared error per tensor and candidate type, scaled per tensor to KL "
-            f"divergence measured in llama.cpp with that tensor alone at {next(iter(CANDIDATES))} "
-            f"({sum(len(w) for w in kld_windows)} calibration tokens)"
-            if kld_windows
-            else "importance-weighted squared error per tensor and candidate type"
-        ),
+        sensitivity=sens.description,
     )
+
+
+def budget_of(base, imatrix, target: float | str, scratch, total_numel: int, *, threads=None) -> int:
+    """Bytes of tensor data: ``target`` bits per weight over all tensors, or the tensor data of
+    the named llama.cpp file type quantised from ``base`` with ``imatrix``."""
+    from .quantizer import quantize_gguf
+
+    if not isinstance(target, str):
+        return budget_bytes(target, total_numel)
+    out = scratch / f"auto-budget-{target}.gguf"
+    quantize_gguf(base, out, target, imatrix=imatrix, threads=threads)
+    try:
+        return sum(int(t.n_bytes) for t in _tensors(out).values())
+    finally:
+        out.unlink()
+
+
+def plan_auto(
+    base,
+    imatrix,
+    target: float | str,
+    scratch,
+    *,
+    threads: int | None = None,
+    progress=None,
+    kld_windows: list[list[int]] | None = None,
+    sensitivity: Sensitivity | None = None,
+) -> AutoPlan:
+    """Measure (unless ``sensitivity`` is given) and choose for one budget: ``target`` bits per
+    weight over all tensors, or the name of a llama.cpp file type whose tensor data is the budget."""
+    sens = sensitivity or measure_sensitivity(
+        base, imatrix, scratch, threads=threads, progress=progress, kld_windows=kld_windows
+    )
+    budget = budget_of(base, imatrix, target, scratch, sens.total_numel, threads=threads)
+    return choose(sens, target, budget)

@@ -41,7 +41,7 @@ from ...io import (
     remove_path,
 )
 from ..base import Progress, no_progress
-from .autotype import parse_auto, plan_auto
+from .autotype import measure_sensitivity, parse_auto, plan_auto, spread_windows
 from .config import GGUFConfig, nominal_bits
 from .gguf_io import read_header, resplit
 from .imatrix import Imatrix
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 WORK = ".work"
 CONVERTER = "qwen3-quant streaming safetensors -> GGUF"
 # automatic mixes: the calibration windows their per-tensor KL divergence is measured on
-KLD_WINDOWS, KLD_WINDOW = 4, 256
+KLD_WINDOWS, KLD_WINDOW = 16, 256
 
 
 class GGUFBuild:
@@ -81,6 +81,7 @@ class GGUFBuild:
         self.desc = describe(source, info)
         self._calib = None
         self._imatrix: Imatrix | None = None
+        self._sensitivity = None  # automatic mixes: measured once, for every budget of the run
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -210,8 +211,9 @@ class GGUFBuild:
         meta = imatrix_metadata(im, self.imatrix_name) if im else None
         budget = parse_auto(ftype)
         if budget is not None:  # an automatic mix: measure, choose, then one override per tensor
-            windows = [s[:KLD_WINDOW] for s in self.calibration().samples[:KLD_WINDOWS]]
-            plan = plan_auto(base, im, budget, target.parent, progress=self.progress, kld_windows=windows)
+            if self._sensitivity is None:  # measured once, for every automatic type (kept in .work)
+                self._sensitivity = self._auto_sensitivity(base, im, target.parent)
+            plan = plan_auto(base, im, budget, target.parent, sensitivity=self._sensitivity)
             quantize_gguf(base, single, plan.ftype, imatrix=im, metadata=meta, tensor_types=plan.tensor_types)
             recipe.update(plan.recipe(), ftype=FILE_TYPES[plan.ftype][0])
         else:
@@ -259,6 +261,33 @@ class GGUFBuild:
 
             self._calib = load_mix(self.cfg.calib).build(self.info.path, samples=self.cfg.calib_samples)
         return self._calib
+
+    def _auto_sensitivity(self, base: Path, im: Imatrix, scratch: Path):
+        """The automatic mixes' measurement: read back from ``.work`` when it was made from the
+        same conversion, importance matrix and windows (a later run or a resumed one), else
+        measured and kept there."""
+        import hashlib
+
+        from .autotype import Sensitivity
+
+        windows = spread_windows(self.calibration().samples, KLD_WINDOWS, KLD_WINDOW)
+        key = {
+            "source.fingerprint": self.src["fingerprint"],
+            "base": self.base_type,
+            "calibration.sha256": self.calibration().sha256,
+            "windows.sha256": hashlib.sha256(json.dumps(windows).encode()).hexdigest(),
+        }
+        path = self.work / "auto-sensitivity.json"
+        if path.is_file():
+            try:
+                kept = Sensitivity.from_json(json.loads(path.read_text()), key)
+            except (ValueError, KeyError, TypeError):
+                kept = None  # unreadable: measure again
+            if kept is not None:
+                return kept
+        sens = measure_sensitivity(base, im, scratch, progress=self.progress, kld_windows=windows)
+        atomic_write_json(path, sens.to_json(key))
+        return sens
 
     def ensure_imatrix(self) -> Imatrix:
         """The importance matrix for this run's calibration, computed once and kept in the folder."""
