@@ -1,0 +1,247 @@
+"""benchmarks/quality.md and benchmarks/quality_kld_vs_size.png from benchmarks/quality.json
+(written by benchmarks/quality_table.py, which calls this with ``report``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEXTS = ("held-out book", "gsm8k-chat")
+COMMAND = (
+    "QWEN3_QUANT_DATA=../shared/data PYTHONPATH=. nice -n 10 python benchmarks/quality_table.py run "
+    "--models Qwen3-Micro,Qwen3-Micro-MoE --max-tokens 8192\nPYTHONPATH=. python benchmarks/quality_table.py report"
+)
+# row -> the peer's default it is compared with (same bits, same runtime family)
+BASELINE = {
+    **{f"GGUF {t} + imatrix": f"GGUF {t}" for t in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M")},
+    "GGUF auto:Q4_K_M": "GGUF Q4_K_M + imatrix",
+    "GGUF auto:Q3_K_M": "GGUF Q3_K_M + imatrix",
+    "GPTQ-Int4": "RTN-Int4",
+    "GPTQ-Int8": "RTN-Int8",
+    "GPTQ-Int3": "RTN-Int3",
+    "AWQ-Int4": "RTN-Int4 asym",
+    "ONNX int4 k_quant": "ONNX int4 RTN",
+}
+MARKERS = {
+    "GGUF": ("o", "tab:blue"),
+    "GGUF + imatrix": ("s", "tab:cyan"),
+    "GGUF auto": ("*", "tab:purple"),
+    "RTN (GPTQModel)": ("v", "tab:gray"),
+    "GPTQ": ("^", "tab:green"),
+    "AWQ": ("D", "tab:olive"),
+    "ONNX": ("P", "tab:red"),
+    "MLX": ("X", "tab:orange"),
+    "MLX mixed": ("h", "tab:brown"),
+}
+
+
+def _pct(x):
+    return "" if x is None else f"{x:.2f}"
+
+
+def _kld(x):
+    return "" if x is None else f"{x:.2e}"
+
+
+def _top1(x):
+    return "" if x is None else f"{x:.3f}"
+
+
+def ratio(rows: dict, label: str, base: str, text: str) -> float | None:
+    a, b = rows.get(label), rows.get(base)
+    if not a or not b or "scores" not in a or "scores" not in b:
+        return None
+    return a["scores"][text]["kld_mean"] / b["scores"][text]["kld_mean"]
+
+
+def table(model: str, rows: dict) -> list[str]:
+    measured = [r for r in rows.values() if "scores" in r]
+    base = {t: measured[0]["scores"][t]["base_ppl"] for t in TEXTS} if measured else {}
+    lines = [
+        f"### {model}"
+        + (f" (unquantised ppl: book {base[TEXTS[0]]:.1f}, chat {base[TEXTS[1]]:.1f})" if base else ""),
+        "",
+        "| row | class | bytes | bpw | book ppl +% | book KLD | book top-1 | chat ppl +% | chat KLD | chat top-1 "
+        "| KLD / baseline (book, chat) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, r in sorted(rows.items(), key=lambda kv: (-kv[1]["bits"], kv[1].get("bytes", 0))):
+        name = f"**{label}** (peer default)" if r.get("peer") else label
+        if r.get("note"):
+            name += " †"
+        if "scores" not in r:
+            lines.append(f"| {name} | {r['bits']} | failed: {r.get('error', '?')[:120]} |||||||||")
+            continue
+        cells = []
+        for t in TEXTS:
+            s = r["scores"][t]
+            cells += [_pct(s["ppl_increase_pct"]), _kld(s["kld_mean"]), _top1(s["top1"])]
+        b = BASELINE.get(label)
+        rel = ""
+        if b:
+            rs = [ratio(rows, label, b, t) for t in TEXTS]
+            if all(x is not None for x in rs):
+                rel = f"{rs[0]:.2f}x, {rs[1]:.2f}x vs {b}"
+        lines.append(
+            f"| {name} | {r['bits']} | {r['bytes']:,} | {r['bpw']:.2f} | " + " | ".join(cells) + f" | {rel} |"
+        )
+    return lines + [""]
+
+
+def goals(res: dict) -> list[str]:
+    """Issue 14's goals, checked on every model and text measured."""
+    out = []
+    for model, rows in res["models"].items():
+        for label, base, limit, what in (
+            ("AWQ-Int4", "RTN-Int4 asym", 1.0, "AWQ-Int4 KLD <= asymmetric RTN-Int4 (GPTQModel, g128)"),
+            ("GGUF auto:Q4_K_M", "GGUF Q4_K_M + imatrix", 0.8, "auto:Q4_K_M KLD <= 0.8x Q4_K_M + imatrix"),
+            ("GGUF auto:Q3_K_M", "GGUF Q3_K_M + imatrix", 0.8, "auto:Q3_K_M KLD <= 0.8x Q3_K_M + imatrix"),
+        ):
+            rs = [ratio(rows, label, base, t) for t in TEXTS]
+            if any(x is None for x in rs):
+                out.append(f"- {model}: {what}: not measured")
+                continue
+            held = all(x <= limit for x in rs)
+            size = ""
+            if label.startswith("GGUF auto"):
+                a, b = rows[label]["bytes"], rows[base]["bytes"]
+                size = f"; size {a:,} vs {b:,} bytes ({'not larger' if a <= b else 'LARGER'})"
+                held = held and a <= b
+            out.append(
+                f"- {model}: {what}: book {rs[0]:.2f}x, chat {rs[1]:.2f}x{size}: **{'holds' if held else 'does not hold'}**"
+            )
+    return out
+
+
+def worst_per_class(res: dict) -> dict[int, dict]:
+    """Per gate class: the worst ppl +%, KLD and top-1 over models, rows and texts, and where."""
+    worst: dict[int, dict] = {}
+    for model, rows in res["models"].items():
+        for label, r in rows.items():
+            if "scores" not in r:
+                continue
+            w = worst.setdefault(r["bits"], {"ppl": (-1e9, ""), "kld": (-1.0, ""), "top1": (2.0, "")})
+            for t in TEXTS:
+                s = r["scores"][t]
+                where = f"{model} {label}, {t}"
+                if s["ppl_increase_pct"] > w["ppl"][0]:
+                    w["ppl"] = (s["ppl_increase_pct"], where)
+                if s["kld_mean"] > w["kld"][0]:
+                    w["kld"] = (s["kld_mean"], where)
+                if s["top1"] < w["top1"][0]:
+                    w["top1"] = (s["top1"], where)
+    return dict(sorted(worst.items(), reverse=True))
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(res["models"])
+    fig, axes = plt.subplots(
+        len(TEXTS), len(models), figsize=(7.5 * len(models), 6.5 * len(TEXTS)), squeeze=False
+    )
+    for j, model in enumerate(models):
+        rows = {k: v for k, v in res["models"][model].items() if "scores" in v}
+        for i, text in enumerate(TEXTS):
+            ax = axes[i][j]
+            seen = set()
+            pts = sorted(rows.items(), key=lambda kv: kv[1]["bytes"])
+            for n, (label, r) in enumerate(pts):
+                marker, colour = MARKERS.get(r["family"], ("o", "black"))
+                x, y = r["bytes"] / 1e6, r["scores"][text]["kld_mean"]
+                ax.scatter(
+                    x,
+                    y,
+                    marker=marker,
+                    color=colour,
+                    s=70,
+                    edgecolors="black",
+                    linewidths=0.4,
+                    zorder=3,
+                    label=r["family"] if r["family"] not in seen else None,
+                )
+                seen.add(r["family"])
+                short = label.replace("GGUF ", "").replace(" + imatrix", "+im").replace("(GPTQModel)", "")
+                ax.annotate(
+                    short, (x, y), xytext=(6, 8 if n % 2 else -10), textcoords="offset points", fontsize=7.5
+                )
+            ax.set_yscale("log")
+            ax.set_xlabel("weights on disk (MB)")
+            ax.set_ylabel(f"mean KLD vs unquantised ({text})")
+            ax.set_title(f"{model}: {text}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle("Mean KLD (top-32, ctx 512) against size: lower left is better", fontsize=12)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def write_report(res: dict, path: Path, plot_path: Path, notes: str = "") -> None:
+    runs = res["runs"]
+    first, last = runs[0], runs[-1]
+    versions = ", ".join(f"{k} {v}" for k, v in last["versions"].items())
+    commits = sorted(
+        {r.get("commit") for rows in res["models"].values() for r in rows.values() if r.get("commit")}
+    )
+    lines = [
+        "# Quality: every format and method on the micro models (issue 14)",
+        "",
+        "```bash",
+        COMMAND,
+        "```",
+        "",
+        f"Run {first['started']} to {last['started']} (last start) on the shared {last['host']} machine, "
+        f"at commit(s) {', '.join(commits)}; {versions}. Each row's artifact is made by the project's "
+        f"library (`qwen3_quant.quantize.quantize`, what `qwen3-quant quantize` calls; † rows through the "
+        f"format package's library config because the CLI does not offer that width), reloaded in its own "
+        f"runtime (llama.cpp; transformers + GPTQModel CPU kernels; onnxruntime-genai; mlx on the CPU) and "
+        f"scored against the unquantised model in transformers: first {last['max_tokens']:,} tokens of each "
+        f"text, ctx 512, KLD over the reference's top-32. Calibration: the packaged `default` mix, "
+        f"{last['calib_samples']} samples (GGUF importance matrix, GPTQ, AWQ).",
+        "",
+        "Texts: the held-out Gutenberg book (Jekyll and Hyde, header stripped) and 60 GSM8K test "
+        "conversations through the model's chat template, half with thinking on (`benchmarks/gptq_bench.py`: "
+        "`held_out_book`, `gsm8k_chat_text`). Models: `qwen3_quant/assets/micro` (Qwen3-Micro, "
+        "Qwen3-Micro-MoE, with salient channels). Raw numbers: [quality.json](quality.json).",
+        "",
+        "**bytes** are the weight files the runtime loads (the GGUF file; a folder's .safetensors / .onnx / "
+        ".data files), **bpw** = bytes x 8 / the unquantised model's parameter count (embeddings included: "
+        "on these small-vocabulary-heavy models the embedding and output tensors, kept at higher precision "
+        "by most formats, raise every format's bpw above its nominal width). **class** is the gate class "
+        "(`qwen3_quant/eval/gates.toml`). Peers' defaults are in bold: llama.cpp's types without an "
+        "importance matrix, GPTQModel's round-to-nearest (RTNConfig, symmetric like GPTQ; with zero points "
+        "like AWQ), ORT-GenAI's int4 RTN; MLX rows are mlx-lm's own affine quantisation. The GGUF auto rows "
+        "are `--type auto:<type>` as shipped at the commit above; their method and its history are in "
+        "[quality_auto.md](quality_auto.md).",
+        "",
+        "![mean KLD against size](quality_kld_vs_size.png)",
+        "",
+        "## Goals of issue 14",
+        "",
+        *goals(res),
+        "",
+        "## Tables",
+        "",
+    ]
+    for model, rows in res["models"].items():
+        lines += table(model, rows)
+    lines += [
+        "† library only: the CLI does not offer this width (GPTQ and MLX take 4 or 8 bits there).",
+        "",
+        "## Worst value per gate class (what `eval/gates.toml` is derived from)",
+        "",
+        "| class | worst ppl +% | where | worst KLD | where | worst top-1 | where |",
+        "|---:|---:|---|---:|---|---:|---|",
+    ]
+    for bits, w in worst_per_class(res).items():
+        lines.append(
+            f"| {bits} | {w['ppl'][0]:.2f} | {w['ppl'][1]} | {w['kld'][0]:.2e} | {w['kld'][1]} | "
+            f"{w['top1'][0]:.3f} | {w['top1'][1]} |"
+        )
+    lines += ["", notes] if notes else []
+    path.write_text("\n".join(lines) + "\n")
+    plot(res, plot_path)
