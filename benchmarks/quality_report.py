@@ -15,6 +15,7 @@ BASELINE = {
     **{f"GGUF {t} + imatrix": f"GGUF {t}" for t in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M")},
     "GGUF auto:Q4_K_M": "GGUF Q4_K_M + imatrix",
     "GGUF auto:Q3_K_M": "GGUF Q3_K_M + imatrix",
+    "GGUF Q2_K + imatrix": "GGUF Q2_K",
     "GPTQ-Int4": "RTN-Int4",
     "GPTQ-Int8": "RTN-Int8",
     "GPTQ-Int3": "RTN-Int3",
@@ -132,6 +133,41 @@ def worst_per_class(res: dict) -> dict[int, dict]:
     return dict(sorted(worst.items(), reverse=True))
 
 
+# how far each gate sits from the worst value measured in its class (documented in gates.toml)
+KLD_MARGIN = 10.0  # x the worst mean KLD
+DISAGREE_MARGIN = 2.0  # x the worst top-1 disagreement (1 - agreement)
+PPL_MARGIN = 4.0  # x the worst perplexity increase
+PPL_FLOOR = 1.0  # % (perplexity increases this small are noise on 8,192 tokens)
+
+
+def _round_up(x: float) -> float:
+    """Up to one significant digit: 0.0283 -> 0.03, 0.159 -> 0.2, 15.9 -> 20."""
+    import math
+
+    e = math.floor(math.log10(x))
+    return round(math.ceil(x / 10**e - 1e-9) * 10**e, max(0, -e))
+
+
+def derive_gates(res: dict) -> dict[int, dict[str, float]]:
+    """Each measured class's gates from its worst values and the margins above; a class with fewer
+    bits is never stricter than one with more."""
+    import math
+
+    out: dict[int, dict[str, float]] = {}
+    prev = {"max_ppl_increase_pct": 0.0, "max_kld_mean": 0.0, "min_top1_agreement": 1.0}
+    for bits, w in worst_per_class(res).items():
+        g = {
+            "max_ppl_increase_pct": _round_up(max(PPL_MARGIN * w["ppl"][0], PPL_FLOOR)),
+            "max_kld_mean": _round_up(KLD_MARGIN * w["kld"][0]),
+            "min_top1_agreement": math.floor(100 * (1 - DISAGREE_MARGIN * (1 - w["top1"][0]))) / 100,
+        }
+        g["max_ppl_increase_pct"] = max(g["max_ppl_increase_pct"], prev["max_ppl_increase_pct"])
+        g["max_kld_mean"] = max(g["max_kld_mean"], prev["max_kld_mean"])
+        g["min_top1_agreement"] = min(g["min_top1_agreement"], prev["min_top1_agreement"])
+        out[bits] = prev = g
+    return out
+
+
 def plot(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -208,10 +244,11 @@ def write_report(res: dict, path: Path, plot_path: Path, notes: str = "") -> Non
         "`held_out_book`, `gsm8k_chat_text`). Models: `qwen3_quant/assets/micro` (Qwen3-Micro, "
         "Qwen3-Micro-MoE, with salient channels). Raw numbers: [quality.json](quality.json).",
         "",
-        "**bytes** are the weight files the runtime loads (the GGUF file; a folder's .safetensors / .onnx / "
-        ".data files), **bpw** = bytes x 8 / the unquantised model's parameter count (embeddings included: "
-        "on these small-vocabulary-heavy models the embedding and output tensors, kept at higher precision "
-        "by most formats, raise every format's bpw above its nominal width). **class** is the gate class "
+        "**bytes** are the files the runtime loads the weights from (the whole GGUF file, tokenizer and "
+        "metadata included; a folder's .safetensors / .onnx / .data files), **bpw** = tensor data x 8 / "
+        "the unquantised model's parameter count, embeddings included (on models this small the embedding "
+        "and output tensors, which most formats keep at 6-8 bits or more, raise every format's bpw above its "
+        "nominal width; the plot's x axis is bytes). **class** is the gate class "
         "(`qwen3_quant/eval/gates.toml`). Peers' defaults are in bold: llama.cpp's types without an "
         "importance matrix, GPTQModel's round-to-nearest (RTNConfig, symmetric like GPTQ; with zero points "
         "like AWQ), ORT-GenAI's int4 RTN; MLX rows are mlx-lm's own affine quantisation. The GGUF auto rows "
@@ -241,6 +278,20 @@ def write_report(res: dict, path: Path, plot_path: Path, notes: str = "") -> Non
         lines.append(
             f"| {bits} | {w['ppl'][0]:.2f} | {w['ppl'][1]} | {w['kld'][0]:.2e} | {w['kld'][1]} | "
             f"{w['top1'][0]:.3f} | {w['top1'][1]} |"
+        )
+    lines += [
+        "",
+        f"Gates derived from it (`eval/gates.toml`): KLD {KLD_MARGIN:g}x the worst, top-1 allowing "
+        f"{DISAGREE_MARGIN:g}x the worst disagreement, perplexity {PPL_MARGIN:g}x the worst increase (at "
+        f"least {PPL_FLOOR:g}%), each rounded outwards; a class with fewer bits is never stricter than one "
+        "with more.",
+        "",
+        "| class | max ppl +% | max KLD | min top-1 |",
+        "|---:|---:|---:|---:|",
+    ]
+    for bits, g in derive_gates(res).items():
+        lines.append(
+            f"| {bits} | {g['max_ppl_increase_pct']:g} | {g['max_kld_mean']:g} | {g['min_top1_agreement']:.2f} |"
         )
     lines += ["", notes] if notes else []
     path.write_text("\n".join(lines) + "\n")

@@ -10,7 +10,7 @@ offer through the same format packages' library calls), reloads it in its own ru
 transformers + GPTQModel, onnxruntime, mlx) and scores it with the project's evaluation against the
 unquantised model on two held-out texts: perplexity +%, mean KLD over the reference's top-32, top-1
 agreement (ctx 512). Each (model, row) goes into benchmarks/quality.json as soon as it is measured
-and is skipped when already there, so a killed run resumes. ``report`` writes benchmarks/quality.md's
+and is skipped when already measured, so a killed run resumes (failed rows are retried). ``report`` writes benchmarks/quality.md's
 table section and benchmarks/quality_kld_vs_size.png from the JSON.
 """
 
@@ -123,6 +123,13 @@ def rows() -> list[Row]:
                 make={"fmt": "mlx", "recipe": recipe},
             )
         )
+    # the 16- and 2-bit gate classes
+    extra = {"fmt": "gguf", "types": "BF16,Q2_K", "imatrix": False}
+    out.append(Row("GGUF BF16", "GGUF", 16, "gguf-extra", "BF16", peer=True, make=extra))
+    out.append(Row("GGUF Q2_K", "GGUF", 2, "gguf-extra", "Q2_K", peer=True, make=extra))
+    q2 = {"fmt": "gguf", "types": "Q2_K", "imatrix": True}
+    out.append(Row("GGUF Q2_K + imatrix", "GGUF + imatrix", 2, "gguf-q2-imatrix", "Q2_K", make=q2))
+    out.append(Row("ONNX fp16", "ONNX", 16, "onnx-fp16", None, make={**onnx, "precision": "fp16"}))
     lib = "library only: the CLI does not offer this width"
     for bits in (6, 5, 3):
         out.append(
@@ -235,6 +242,23 @@ def weight_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
 
+def tensor_bytes(path: Path) -> int:
+    """Bytes of tensor data alone: a GGUF file also holds the tokenizer and metadata."""
+    if path.is_file() and path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        return sum(int(t.n_bytes) for t in GGUFReader(path).tensors)
+    return weight_bytes(path)
+
+
+def add_sizes(entry: dict, path: Path, params: int) -> dict:
+    entry["bytes"] = weight_bytes(path)
+    entry["tensor_bytes"] = tensor_bytes(path)
+    entry["bpw"] = entry["tensor_bytes"] * 8 / params
+    entry["params"] = params
+    return entry
+
+
 def param_count(model_dir: Path) -> int:
     import math
 
@@ -336,7 +360,10 @@ def run(args) -> None:
         for row in rows():
             if wanted and row.label not in wanted:
                 continue
-            if row.label in load_results()["models"].get(model, {}):
+            done = load_results()["models"].get(model, {}).get(row.label, {})
+            if "scores" in done:
+                if "tensor_bytes" not in done and Path(done["artifact"]).exists():
+                    merge_row(model, row.label, add_sizes(done, Path(done["artifact"]), params))
                 continue
             dest = args.work / model / row.group
             t0 = time.time()
@@ -344,20 +371,17 @@ def run(args) -> None:
                 make_group(model, row, dest, args.samples)
                 made = time.time() - t0
                 target = target_of(dest, row)
-                nbytes = weight_bytes(target.path)
                 entry = {
                     "family": row.family,
                     "bits": row.bits,
                     "peer": row.peer,
                     "note": row.note,
                     "artifact": str(target.path),
-                    "bytes": nbytes,
-                    "bpw": nbytes * 8 / params,
-                    "params": params,
                     "made_s": round(made),
                     "commit": commit.stdout.strip(),
                     "scores": score(target, src.path, texts, args.max_tokens),
                 }
+                add_sizes(entry, target.path, params)
             except Exception as exc:  # a row that fails is recorded and the run goes on
                 traceback.print_exc()
                 entry = {
@@ -384,7 +408,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.mode == "run":
         os.environ.setdefault("QWEN3_QUANT_CACHE", str(args.work / "cache"))
-        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "1")
         return run(args)
     from quality_report import write_report
 
