@@ -168,6 +168,54 @@ def derive_gates(res: dict) -> dict[int, dict[str, float]]:
     return out
 
 
+def _place_labels(ax, points: list[tuple[float, float, str]], fontsize: float) -> None:
+    """Greedy label placement: each label takes the first of a few offsets around its point whose
+    box overlaps no label placed before it and no other point (fewest overlaps otherwise)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    px = fig.dpi / 72
+    w_char, h = 0.55 * fontsize * px, 1.2 * fontsize * px
+    xy = [ax.transData.transform((x, y)) for x, y, _ in points]
+    offsets = [
+        (7, 4),
+        (7, -12),
+        (-7, 4),
+        (-7, -12),
+        (7, 14),
+        (7, -22),
+        (-7, 14),
+        (-7, -22),
+        (7, 24),
+        (-7, 24),
+    ]
+    placed: list[tuple[float, float, float, float]] = []
+    for (x, y, text), (dx0, dy0) in zip(points, xy, strict=True):
+        w = w_char * len(text)
+        best, best_bad = None, None
+        for ox, oy in offsets:
+            left = dx0 + ox * px if ox > 0 else dx0 + ox * px - w
+            bottom = dy0 + oy * px
+            box = (left, bottom, left + w, bottom + h)
+            bad = sum(
+                1 for b in placed if not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3])
+            ) + sum(1 for (qx, qy) in xy if box[0] - 4 < qx < box[2] + 4 and box[1] - 4 < qy < box[3] + 4)
+            if best_bad is None or bad < best_bad:
+                best, best_bad = (ox, oy, box), bad
+            if bad == 0:
+                break
+        ox, oy, box = best
+        placed.append(box)
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=(ox, oy),
+            textcoords="offset points",
+            fontsize=fontsize,
+            ha="left" if ox > 0 else "right",
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if abs(oy) > 14 else None,
+        )
+
+
 def plot(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -176,41 +224,44 @@ def plot(res: dict, path: Path) -> None:
 
     models = list(res["models"])
     fig, axes = plt.subplots(
-        len(TEXTS), len(models), figsize=(7.5 * len(models), 6.5 * len(TEXTS)), squeeze=False
+        len(TEXTS), len(models), figsize=(8 * len(models), 6.5 * len(TEXTS)), squeeze=False
     )
     for j, model in enumerate(models):
         rows = {k: v for k, v in res["models"][model].items() if "scores" in v}
         for i, text in enumerate(TEXTS):
             ax = axes[i][j]
-            seen = set()
-            pts = sorted(rows.items(), key=lambda kv: kv[1]["bytes"])
-            for n, (label, r) in enumerate(pts):
+            pts = []
+            for label, r in sorted(rows.items(), key=lambda kv: kv[1]["bytes"]):
                 marker, colour = MARKERS.get(r["family"], ("o", "black"))
                 x, y = r["bytes"] / 1e6, r["scores"][text]["kld_mean"]
                 ax.scatter(
-                    x,
-                    y,
-                    marker=marker,
-                    color=colour,
-                    s=70,
-                    edgecolors="black",
-                    linewidths=0.4,
-                    zorder=3,
-                    label=r["family"] if r["family"] not in seen else None,
+                    x, y, marker=marker, color=colour, s=70, edgecolors="black", linewidths=0.4, zorder=3
                 )
-                seen.add(r["family"])
-                short = label.replace("GGUF ", "").replace(" + imatrix", "+im").replace("(GPTQModel)", "")
-                ax.annotate(
-                    short, (x, y), xytext=(6, 8 if n % 2 else -10), textcoords="offset points", fontsize=7.5
-                )
+                short = label.replace("GGUF ", "").replace(" + imatrix", "+im").replace(" (GPTQModel)", "")
+                pts.append((x, y, short))
             ax.set_yscale("log")
             ax.set_xlabel("weights on disk (MB)")
             ax.set_ylabel(f"mean KLD vs unquantised ({text})")
             ax.set_title(f"{model}: {text}")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8, loc="upper right")
+            ax.margins(x=0.12, y=0.12)
+            _place_labels(ax, pts, 7.5)
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            marker=m,
+            color=c,
+            markeredgecolor="black",
+            markeredgewidth=0.4,
+            linestyle="",
+            markersize=9,
+        )
+        for m, c in MARKERS.values()
+    ]
+    fig.legend(handles, list(MARKERS), loc="lower center", ncol=len(MARKERS), fontsize=9, frameon=False)
     fig.suptitle("Mean KLD (top-32, ctx 512) against size: lower left is better", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
