@@ -176,6 +176,63 @@ def derive_gates(res: dict) -> dict[int, dict[str, float]]:
     return out
 
 
+GATES_HEADER = """\
+# Default pass/fail gates by nominal bits per weight. An artifact fails when its perplexity on the
+# evaluation text rises more than max_ppl_increase_pct above the unquantised model's, when its mean
+# top-k KL divergence exceeds max_kld_mean, or when fewer than min_top1_agreement of its tokens
+# keep the reference's most likely token. Override with --gate NAME=VALUE or a build file.
+#
+# Derived from benchmarks/quality.md (issue 14); this file is written by
+#   PYTHONPATH=. python benchmarks/quality_table.py gates
+# The gates reject broken artifacts (wrong routing, corrupted channels, a mis-packed layout), not
+# ordinary rounding. They apply to users' real models, 0.6B included, which lose more than the micro
+# models do. The micro models have salient channels (qwen3_quant/assets/micro/README.md), so their
+# 4-bit losses are in the range published for real Qwen3 (Qwen3-30B-A3B Q4_K_M+imatrix: KLD 0.0101,
+# ppl +1.5%). Every format and method in the table counts, peers' defaults included (llama.cpp types
+# without imatrix, GPTQModel RTN, ORT-GenAI int4 RTN). Both micro models and both held-out texts
+# count (a Gutenberg book, GSM8K chat with thinking on and off), with mean KLD over the reference's
+# top-32 at ctx 512. The worst value per class, and the artifact, model and text it came from:
+"""
+
+
+def write_gates(res: dict, path: Path) -> None:
+    """``qwen3_quant/eval/gates.toml`` from the table: the worst values as comments, the gates
+    derived from them."""
+    worst = worst_per_class(res)
+    lines = [GATES_HEADER.rstrip("\n")]
+    for bits, w in worst.items():
+        lines += [
+            f"#   {bits:>2} bits: KLD  {w['kld'][0]:.2e}  {w['kld'][1]}",
+            f"#            ppl  +{w['ppl'][0]:.2f}%  {w['ppl'][1]}",
+            f"#            top-1 {w['top1'][0]:.3f}  {w['top1'][1]}",
+        ]
+    lines += [
+        f"# Each gate: KLD {KLD_MARGIN:g}x the worst, top-1 allowing {DISAGREE_MARGIN:g}x the worst disagreement "
+        f"(1 - agreement),",
+        f"# perplexity {PPL_MARGIN:g}x the worst increase, each rounded outwards to two significant digits. "
+        "The 10x on KLD",
+        "# covers real models' larger losses: the micro models' 4-bit KLD is about as large as, not larger",
+        "# than, published real-Qwen3 figures. The previous 16-bit gates stay as floors (ppl 1%, KLD",
+        f"# {KLD_FLOOR:g}, top-1 {TOP1_CEILING:g}), because the micro models' 16-bit loss is runtime "
+        "rounding on a 4-layer model",
+        "# (KLD ~1e-6) and says little about a real model's. A class with fewer bits is never stricter than",
+        "# one with more (the 3-bit class inherits the 4-bit one's limits where they are looser).",
+    ]
+    derived = derive_gates(res)
+    for bits in sorted(derived, reverse=True):
+        g = derived[bits]
+        lines += [
+            "",
+            f"[bits.{bits}]",
+            f"max_ppl_increase_pct = {float(g['max_ppl_increase_pct'])!r}",
+            f"max_kld_mean = {float(g['max_kld_mean'])!r}",
+            f"min_top1_agreement = {float(g['min_top1_agreement'])!r}",
+        ]
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
 def _place_labels(ax, points: list[tuple[float, float, str]], fontsize: float) -> None:
     """Greedy label placement: each label takes the first of a few offsets around its point whose
     box overlaps no label placed before it and no other point (fewest overlaps otherwise)."""
@@ -275,7 +332,32 @@ def plot(res: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_report(res: dict, path: Path, plot_path: Path, notes: str = "") -> None:
+NOTES = """## Findings
+
+- **Goals.** AWQ-Int4 is below round-to-nearest with the same layout (zero points, g128) on both
+  models and both texts (0.19-0.33x). The shipped `auto:Q4_K_M` / `auto:Q3_K_M` mixes are at most
+  0.75x the KLD of llama.cpp's type with the importance matrix at no larger a file, on both models and
+  texts. `quality_auto.md`'s earlier run measured 0.98x for `auto:Q4_K_M` on the MoE model's book
+  text; this run made a fresh artifact with the same code and measured 0.66x. This report does not
+  explain the difference.
+- **GPTQ** has 0.13-0.30x RTN's KLD at 4 bits and 0.10-0.15x at 8 bits. **The importance matrix**
+  halves Q4_K_M's KLD on the dense model (0.59x / 0.62x), helps less on the MoE (0.93x / 0.75x),
+  rescues Q2_K (0.10-0.11x) and changes nothing at Q8_0, which does not use it. **ONNX k_quant** is
+  not consistently better than ORT-GenAI's default RTN (0.93-1.26x).
+- **8 bits**: GGUF Q8_0 and ONNX int8 have about 10x the KLD of MLX 8-bit and GPTQModel's RTN-Int8
+  on the same models. This fits both runtimes quantising activations to 8 bits in their integer
+  matmuls (llama.cpp's Q8 dot products, ORT's accuracy level 4), which MLX and the torch kernels
+  do not do. That cause was not isolated here.
+- **Sizes.** GPTQ / AWQ / RTN folders keep the embedding and the output projection in 16 bits. The
+  two are tied on Qwen3-Micro and separate on the MoE, and they make up 40% / 37% of the micro
+  models' parameters. That makes those folders the largest 4-bit artifacts here (8.6-9.0 bpw). On a
+  real Qwen3 the share is a few percent. GGUF files include the tokenizer.
+- The GSM8K chat text has a perplexity of about 2,000 on these models, so its perplexity changes are
+  noisy, and some are negative. KLD and top-1 are the steadier measures.
+"""
+
+
+def write_report(res: dict, path: Path, plot_path: Path, notes: str = NOTES) -> None:
     runs = res["runs"]
     first, last = runs[0], runs[-1]
     versions = ", ".join(f"{k} {v}" for k, v in last["versions"].items())

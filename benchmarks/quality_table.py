@@ -3,6 +3,7 @@
     QWEN3_QUANT_DATA=../shared/data PYTHONPATH=. nice -n 10 python benchmarks/quality_table.py run \
         --models Qwen3-Micro,Qwen3-Micro-MoE --max-tokens 8192
     PYTHONPATH=. python benchmarks/quality_table.py report
+    PYTHONPATH=. python benchmarks/quality_table.py gates    # re-derive qwen3_quant/eval/gates.toml
 
 ``run`` makes each artifact with the project's own code (``qwen3_quant.quantize.quantize``, the
 library behind ``qwen3-quant quantize``; the GPTQModel RTN rows and the bit widths the CLI does not
@@ -11,7 +12,7 @@ transformers + GPTQModel, onnxruntime, mlx) and scores it with the project's eva
 unquantised model on two held-out texts: perplexity +%, mean KLD over the reference's top-32, top-1
 agreement (ctx 512). Each (model, row) goes into benchmarks/quality.json as soon as it is measured
 and is skipped when already measured, so a killed run resumes (failed rows are retried). ``report`` writes benchmarks/quality.md's
-table section and benchmarks/quality_kld_vs_size.png from the JSON.
+table section and benchmarks/quality_kld_vs_size.png from the JSON; ``gates`` the default gates.
 """
 
 from __future__ import annotations
@@ -405,13 +406,16 @@ def main() -> None:
     r.add_argument("--max-tokens", type=int, default=8192)
     r.add_argument("--work", type=Path, default=Path("/tmp/qwen3-quant-quality-table"))
     sub.add_parser("report")
+    sub.add_parser("gates", help="rewrite qwen3_quant/eval/gates.toml from the table")
     args = ap.parse_args()
     if args.mode == "run":
         os.environ.setdefault("QWEN3_QUANT_CACHE", str(args.work / "cache"))
         return run(args)
-    from quality_report import write_report
+    from quality_report import write_gates, write_report
 
     update_results(refresh_row_facts)
+    if args.mode == "gates":
+        return write_gates(load_results(), ROOT / "qwen3_quant" / "eval" / "gates.toml")
     write_report(load_results(), REPORT, PLOT)
 
 
