@@ -9,6 +9,7 @@ TEXTS = ("held-out book", "gsm8k-chat")
 COMMAND = (
     "QWEN3_QUANT_DATA=../shared/data PYTHONPATH=. nice -n 10 python benchmarks/quality_table.py run "
     "--models Qwen3-Micro,Qwen3-Micro-MoE --max-tokens 8192\nPYTHONPATH=. python benchmarks/quality_table.py report"
+    "\nPYTHONPATH=. python benchmarks/quality_table.py gates  # re-derives qwen3_quant/eval/gates.toml"
 )
 # row -> the peer's default it is compared with (same bits, same runtime family)
 BASELINE = {
@@ -371,8 +372,10 @@ def write_report(res: dict, path: Path, plot_path: Path, notes: str = NOTES) -> 
         COMMAND,
         "```",
         "",
-        f"Run {first['started']} to {last['started']} (last start) on the shared {last['host']} machine, "
-        f"at commit(s) {', '.join(commits)}; {versions}. Each row's artifact is made by the project's "
+        f"Runs started {first['started']} to {last['started']} on the shared {last['host']} machine "
+        f"(load average up to 16 on its 2 cores during the runs), at commit(s) {', '.join(commits)} of "
+        "wip/quality-table, whose library code is main's at 6bcf631 (the branch changes only benchmarks, "
+        f"tests, docs and `eval/gates.toml`); {versions}. Each row's artifact is made by the project's "
         f"library (`qwen3_quant.quantize.quantize`, what `qwen3-quant quantize` calls; † rows through the "
         f"format package's library config because the CLI does not offer that width), reloaded in its own "
         f"runtime (llama.cpp; transformers + GPTQModel CPU kernels; onnxruntime-genai; mlx on the CPU) and "
@@ -393,7 +396,7 @@ def write_report(res: dict, path: Path, plot_path: Path, notes: str = NOTES) -> 
         "(`qwen3_quant/eval/gates.toml`). Peers' defaults are in bold: llama.cpp's types without an "
         "importance matrix, GPTQModel's round-to-nearest (RTNConfig, symmetric like GPTQ; with zero points "
         "like AWQ), ORT-GenAI's int4 RTN; MLX rows are mlx-lm's own affine quantisation. The GGUF auto rows "
-        "are `--type auto:<type>` as shipped at the commit above; their method and its history are in "
+        "are `--type auto:<type>` as shipped at 6bcf631; their method and its history are in "
         "[quality_auto.md](quality_auto.md).",
         "",
         "![mean KLD against size](quality_kld_vs_size.png)",
