@@ -353,6 +353,11 @@ NOTES = """## Findings
   two are tied on Qwen3-Micro and separate on the MoE, and they make up 40% / 37% of the micro
   models' parameters. That makes those folders the largest 4-bit artifacts here (8.6-9.0 bpw). On a
   real Qwen3 the share is a few percent. GGUF files include the tokenizer.
+- **Not in the table**: GPTQ and RTN at 3 bits. GPTQModel writes them, but qwen3-quant's export
+  check (`formats/gptqmodel/export.py`, `expected_quantized`) expects `n_in // (32 // bits)` packed
+  rows. That is 25 for 256 inputs at 3 bits, where GPTQ's 3-bit packing writes `n_in * 3 / 32` = 24,
+  so the check rejects the artifact. The CLI offers GPTQ at 4 and 8 bits only, so no user path
+  reaches this. MLX's 6, 5 and 3 bits (†) are measured through the format's library config.
 - The GSM8K chat text has a perplexity of about 2,000 on these models, so its perplexity changes are
   noisy, and some are negative. KLD and top-1 are the steadier measures.
 """

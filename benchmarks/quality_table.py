@@ -144,22 +144,6 @@ def rows() -> list[Row]:
                 make={"library": "mlx", "bits": bits},
             )
         )
-    for bits in (3,):
-        out.append(
-            Row(
-                f"RTN-Int{bits}",
-                "RTN (GPTQModel)",
-                bits,
-                f"rtn{bits}",
-                None,
-                peer=True,
-                note=lib,
-                make=_gq("rtn", bits, True),
-            )
-        )
-        out.append(
-            Row(f"GPTQ-Int{bits}", "GPTQ", bits, f"gptq{bits}", None, note=lib, make=_gq("gptq", bits, True))
-        )
     return out
 
 
@@ -420,9 +404,12 @@ def main() -> None:
 
 
 def refresh_row_facts(res: dict) -> None:
-    """Class, family, peer and note come from ``rows()``, not from when a row was measured."""
+    """Class, family, peer and note come from ``rows()``, not from when a row was measured; rows
+    that ``rows()`` no longer has are dropped."""
     facts = {r.label: r for r in rows()}
     for model_rows in res["models"].values():
+        for label in [k for k in model_rows if k not in facts]:  # a row no longer in the table
+            del model_rows[label]
         for label, entry in model_rows.items():
             if label in facts:
                 r = facts[label]
