@@ -349,14 +349,16 @@ NOTES = """## Findings
   texts. `quality_auto.md`'s earlier run measured 0.98x for `auto:Q4_K_M` on the MoE model's book
   text; this run made a fresh artifact with the same code and measured 0.66x. This report does not
   explain the difference.
-- **GPTQ** has 0.13-0.30x RTN's KLD at 4 bits and 0.10-0.15x at 8 bits. **The importance matrix**
+- **GPTQ** has 0.13-0.30x RTN's KLD at 4 bits. At 8 bits it has 0.10-0.15x on the dense model
+  and 0.33x / 0.72x on the MoE. **The importance matrix**
   halves Q4_K_M's KLD on the dense model (0.59x / 0.62x), helps less on the MoE (0.93x / 0.75x),
-  rescues Q2_K (0.10-0.11x) and changes nothing at Q8_0, which does not use it. **ONNX k_quant** is
+  rescues Q2_K (0.10-0.27x) and changes nothing at Q8_0, which does not use it. **ONNX k_quant** is
   not consistently better than ORT-GenAI's default RTN (0.93-1.26x).
-- **8 bits**: GGUF Q8_0 and ONNX int8 have about 10x the KLD of MLX 8-bit and GPTQModel's RTN-Int8
-  on the same models. This fits both runtimes quantising activations to 8 bits in their integer
-  matmuls (llama.cpp's Q8 dot products, ORT's accuracy level 4), which MLX and the torch kernels
-  do not do. That cause was not isolated here.
+- **8 bits**: GGUF Q8_0 and ONNX int8 have 2-20x the KLD of MLX 8-bit and GPTQModel's RTN-Int8:
+  10-20x on the dense model, 2-5x on the MoE. On the dense model even MLX 6-bit is below Q8_0. This
+  fits both runtimes quantising activations to 8 bits in their integer matmuls (llama.cpp's Q8 dot
+  products, ORT's accuracy level 4), which MLX and the torch kernels do not do. That cause was not
+  isolated here.
 - **Sizes.** GPTQ / AWQ / RTN folders keep the embedding and the output projection in 16 bits. The
   two are tied on Qwen3-Micro and separate on the MoE, and they make up 40% / 37% of the micro
   models' parameters. That makes those folders the largest 4-bit artifacts here (8.6-9.0 bpw). On a
