@@ -198,3 +198,17 @@ def test_to_float16_streams_row_slices(tmp_path, monkeypatch):
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as fh:
         assert torch.equal(fh.get_tensor("w"), want) and torch.equal(fh.get_tensor("g"), g)
         assert fh.get_tensor("z").shape == (0, 5) and fh.metadata() == {"format": "pt"}
+
+
+def test_expected_layout_three_bits_is_a_bit_stream():
+    """GPTQModel packs 3-bit codes as a bit stream: 32 inputs take 3 int32 rows (not 32 // 3 = 10 a row)."""
+    g = expected_quantized(DENSE, "gptq", 3, 128)
+    h, m = DENSE.hidden_size, DENSE.intermediate_size
+    assert g["model.layers.0.mlp.down_proj.qweight"] == ("I32", (m * 3 // 32, h))
+    assert g["model.layers.0.mlp.down_proj.qzeros"] == ("I32", (m // 128, h * 3 // 32))
+    assert g["model.layers.0.mlp.up_proj.qweight"] == ("I32", (h * 3 // 32, m))
+    # 2, 4 and 8 bits are unchanged: 32 // bits codes per word
+    assert expected_quantized(DENSE, "gptq", 4, 128)["model.layers.0.mlp.down_proj.qweight"] == (
+        "I32",
+        (m // 8, h),
+    )

@@ -72,18 +72,21 @@ def build_config(source_cfg: dict, quant_cfg: dict, *, method: str, arch: ArchSh
 def expected_quantized(arch: ArchShape, method: str, bits: int, group: int) -> dict[str, tuple]:
     """Tensor name -> (dtype, shape) of a GPTQ (v1) or AWQ (GEMM) checkpoint of ``arch``."""
     out: dict[str, tuple] = {}
-    pack = 32 // bits
+
+    def packed(n: int) -> int:  # int32 words holding n values of `bits` bits (3 bits: a bit stream)
+        return n * bits // 32
+
     for t in iter_tensors(arch):
         if t.role in LINEAR_ROLES:
             base = t.name.removesuffix(".weight")
             n_out, n_in = t.shape
             groups = n_in // group
             if method == "awq":
-                out[base + ".qweight"] = ("I32", (n_in, n_out // pack))
+                out[base + ".qweight"] = ("I32", (n_in, packed(n_out)))
             else:
-                out[base + ".qweight"] = ("I32", (n_in // pack, n_out))
+                out[base + ".qweight"] = ("I32", (packed(n_in), n_out))
                 out[base + ".g_idx"] = ("I32", (n_in,))
-            out[base + ".qzeros"] = ("I32", (groups, n_out // pack))
+            out[base + ".qzeros"] = ("I32", (groups, packed(n_out)))
             out[base + ".scales"] = ("F16", (groups, n_out))
         else:
             out[t.name] = ("F16", t.shape)
