@@ -348,9 +348,10 @@ NOTES = """## Findings
 - **Goals.** AWQ-Int4 is below round-to-nearest with the same layout (zero points, g128) on both
   models and both texts (0.19-0.33x). The shipped `auto:Q4_K_M` / `auto:Q3_K_M` mixes are at most
   0.75x the KLD of llama.cpp's type with the importance matrix at no larger a file, on both models and
-  texts. `quality_auto.md`'s earlier run measured 0.98x for `auto:Q4_K_M` on the MoE model's book
-  text; this run made a fresh artifact with the same code and measured 0.66x. This report does not
-  explain the difference.
+  texts. Between runs of the same code these ratios moved a lot: `quality_auto.md`'s
+  first run of this code measured 0.98x for `auto:Q4_K_M` on the MoE model's book text, this run
+  0.66x. The auto rows here are the code at 6bcf631; the current code (exact knapsack, sensitivity
+  windows spread over the calibration sources) is measured in `quality_auto.md`.
 - **GPTQ** has 0.13-0.30x RTN's KLD at 4 bits. At 8 bits it has 0.10-0.15x on the dense model
   and 0.33x / 0.72x on the MoE. **The importance matrix**
   halves Q4_K_M's KLD on the dense model (0.59x / 0.62x), helps less on the MoE (0.93x / 0.75x),
@@ -366,10 +367,11 @@ NOTES = """## Findings
   models' parameters. That makes those folders the largest 4-bit artifacts here (8.6-9.0 bpw). On a
   real Qwen3 the share is a few percent. GGUF files include the tokenizer.
 - **Not in the table**: GPTQ and RTN at 3 bits. GPTQModel writes them, but qwen3-quant's export
-  check (`formats/gptqmodel/export.py`, `expected_quantized`) expects `n_in // (32 // bits)` packed
-  rows. That is 25 for 256 inputs at 3 bits, where GPTQ's 3-bit packing writes `n_in * 3 / 32` = 24,
-  so the check rejects the artifact. The CLI offers GPTQ at 4 and 8 bits only, so no user path
-  reaches this. MLX's 6, 5 and 3 bits (†) are measured through the format's library config.
+  check (`formats/gptqmodel/export.py`, `expected_quantized`) expected `n_in // (32 // bits)` packed
+  rows, 25 for 256 inputs at 3 bits, where GPTQ's 3-bit packing writes `n_in * 3 / 32` = 24, and
+  rejected the artifact. The check is fixed since (a unit test pins the 3-bit layout), but the rows
+  were not measured again; the CLI offers GPTQ at 4 and 8 bits only.
+  MLX's 6, 5 and 3 bits (†) are measured through the format's library config.
 - The GSM8K chat text has a perplexity of about 2,000 on these models, so its perplexity changes are
   noisy, and some are negative. KLD and top-1 are the steadier measures.
 """
