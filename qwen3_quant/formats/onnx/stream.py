@@ -131,9 +131,10 @@ class StreamingBuilderMixin:
                 print(f"Reading layer {li}")
                 self.layer_id = li
                 self.make_layer(li, layer)
+                self.data_file.spill(self.model.graph)  # before the weights go: initialisers may be views
                 body.layers[li] = layer.to("meta")
                 del layer
-                self._layer_done()
+                release_freed_memory()
             self.layer_id = self.num_layers
             print("Reading final norm")
             body.norm.load_state_dict({"weight": tensors.get("model.norm.weight").to(dtype)}, assign=True)
@@ -149,6 +150,7 @@ class StreamingBuilderMixin:
                 head = "lm_head.weight" if "lm_head.weight" in tensors.where else "model.embed_tokens.weight"
                 skeleton.lm_head.load_state_dict({"weight": tensors.get(head).to(dtype)}, assign=True)
                 self.make_lm_head(skeleton.lm_head)
+                self.data_file.spill(self.model.graph)
                 skeleton.lm_head.to("meta")
             self.make_aux_hidden_states()
             self.make_postprocessing_nodes()
