@@ -258,8 +258,13 @@ class StreamingBuilderMixin:
                 nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in quantised.graph.node]
             del quantised
             release_freed_memory()
-        for name, arrays in parts.items():
-            self.make_initializer(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], name)
+        for name, arrays in parts.items():  # written block by block: never joined in memory
+            dtype = ir.DataType.from_numpy(arrays[0].dtype)
+            shape = [sum(len(a) for a in arrays), *arrays[0].shape[1:]]
+            value = self.make_value(name, dtype, shape)
+            blocks = (arrays.pop(0) for _ in range(len(arrays)))
+            value.const_value = self.data_file.write_rows(name, dtype, shape, blocks)
+            self.model.graph.register_initializer(value)
         for n in nodes:
             attrs = {a.name: _attribute(a) for a in n.attribute}
             if n.op_type == "MatMulNBits":
