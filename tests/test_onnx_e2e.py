@@ -114,16 +114,16 @@ def test_full_disk_is_refused_before_any_work(micro_dense, tmp_path, monkeypatch
 
 
 def _failing_save(monkeypatch, exc):
-    """The builder writes part of its data file, then fails the way a full disk or Ctrl-C would."""
-    import onnxruntime_genai.models  # noqa: F401
-    from builders.base import Model
+    """The exporter has written the layers' data, then its save fails the way a full disk or Ctrl-C would."""
+    from qwen3_quant.formats.onnx.stream import StreamingBuilderMixin
 
     def save_model(self, out_dir):
-        with open(f"{out_dir}/model.onnx.data", "wb") as fh:
+        self.data_file.close()
+        with open(f"{out_dir}/model.onnx", "wb") as fh:
             fh.write(b"\1" * 4096)
         raise exc
 
-    monkeypatch.setattr(Model, "save_model", save_model)
+    monkeypatch.setattr(StreamingBuilderMixin, "save_model", save_model)
 
 
 def test_disk_filling_up_mid_write_leaves_nothing(micro_dense, tmp_path, monkeypatch):
@@ -162,12 +162,16 @@ def test_an_architecture_the_builder_cannot_take(micro_dense, tmp_path):
 
 
 def test_a_builder_failure_is_one_clear_error(micro_dense, tmp_path, monkeypatch):
-    import onnxruntime_genai.models.builder as gb
+    import onnxruntime_genai.models  # noqa: F401
+    from builders.base import Model
 
-    def create_model(*_a, **_k):
-        raise NotImplementedError("The Qwen3ForCausalLM model is not currently supported.")
+    def make_layer(self, layer_id, layer):  # the builder giving up mid-model, after layer 0's data
+        if layer_id:
+            raise NotImplementedError("The Qwen3ForCausalLM model is not currently supported.")
+        return original(self, layer_id, layer)
 
-    monkeypatch.setattr(gb, "create_model", create_model)
+    original = Model.make_layer
+    monkeypatch.setattr(Model, "make_layer", make_layer)
     out = tmp_path / "out"
     with pytest.raises(CheckpointError, match="could not convert Qwen3-Micro: The Qwen3ForCausalLM model"):
         quantize(str(micro_dense), "onnx", out_dir=out, precision="int4", validate=False)

@@ -74,8 +74,8 @@ QUANTISER_CHUNK_BYTES = 32 << 20  # fp32 bytes of a large weight converted or qu
 def export_peak_bytes(arch: ArchShape, precision: str, block_size: int = 32) -> int:
     """Peak host memory of building the ONNX model: the libraries plus the larger of one decoder
     layer and the output head (read whole in the checkpoint's bf16, converted a chunk of rows at a
-    time; int4/int8 hold the packed result twice while its chunks are joined). Measured on the
-    Qwen3-0.6B shape (28 layers): int4 1.00 GB, int8 1.11 GB, fp32 0.88 GB."""
+    time; int4/int8 also hold its packed result, counted twice here for margin). Measured on the
+    Qwen3-0.6B shape at 28 and 56 layers: int4 1.02 GB, int8 1.09 GB; fp32 0.88 GB at 28."""
     from ..base import largest_layer_params
 
     precision = precision.lower()

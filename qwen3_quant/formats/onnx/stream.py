@@ -131,9 +131,10 @@ class StreamingBuilderMixin:
                 print(f"Reading layer {li}")
                 self.layer_id = li
                 self.make_layer(li, layer)
+                self.data_file.spill(self.model.graph)  # before the weights go: initialisers may be views
                 body.layers[li] = layer.to("meta")
                 del layer
-                self._layer_done()
+                release_freed_memory()
             self.layer_id = self.num_layers
             print("Reading final norm")
             body.norm.load_state_dict({"weight": tensors.get("model.norm.weight").to(dtype)}, assign=True)
@@ -149,6 +150,7 @@ class StreamingBuilderMixin:
                 head = "lm_head.weight" if "lm_head.weight" in tensors.where else "model.embed_tokens.weight"
                 skeleton.lm_head.load_state_dict({"weight": tensors.get(head).to(dtype)}, assign=True)
                 self.make_lm_head(skeleton.lm_head)
+                self.data_file.spill(self.model.graph)
                 skeleton.lm_head.to("meta")
             self.make_aux_hidden_states()
             self.make_postprocessing_nodes()
@@ -256,8 +258,13 @@ class StreamingBuilderMixin:
                 nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in quantised.graph.node]
             del quantised
             release_freed_memory()
-        for name, arrays in parts.items():
-            self.make_initializer(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], name)
+        for name, arrays in parts.items():  # written block by block: never joined in memory
+            dtype = ir.DataType.from_numpy(arrays[0].dtype)
+            shape = [sum(len(a) for a in arrays), *arrays[0].shape[1:]]
+            value = self.make_value(name, dtype, shape)
+            blocks = (arrays.pop(0) for _ in range(len(arrays)))
+            value.const_value = self.data_file.write_rows(name, dtype, shape, blocks)
+            self.model.graph.register_initializer(value)
         for n in nodes:
             attrs = {a.name: _attribute(a) for a in n.attribute}
             if n.op_type == "MatMulNBits":
