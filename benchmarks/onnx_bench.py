@@ -33,41 +33,58 @@ NOTES_MARK = "<!-- notes: kept when the tables above are regenerated -->\n"
 
 
 def eval_one(spec: dict) -> dict:
-    """Child process: evaluate one target, return the EvalResult as a dict."""
+    """Child process: evaluate one target's quality, return the EvalResult as a dict."""
     from qwen3_quant.eval.evaluate import EvalOptions, EvalTarget, evaluate
 
-    opts = EvalOptions(**spec["options"])
+    opts = EvalOptions(**spec["options"], speed=False)
     target = EvalTarget(Path(spec["path"]), spec["runtime"], spec.get("variant"), None)
     load = os.getloadavg()[0]
     res = asdict(evaluate(target, base=spec["base"], options=opts))
-    res.update(cpu_speed(target, spec["base"], opts))
     res["load_1min"] = (load + os.getloadavg()[0]) / 2
     return res
 
 
-def cpu_speed(target, base: str, opts) -> dict:
-    """Prefill and decode tokens per CPU-second of this process (one thread), the median of
-    ``opts.repeats`` runs: unlike wall-clock speed it hardly moves when other jobs share the cores."""
+def speed_rounds(spec: dict) -> dict[str, dict]:
+    """Child process: prefill and decode speed of every target of one model, one thread, in
+    ``repeats`` rounds that time each target once in turn (a fresh runner each time), so that the
+    load of the shared machine falls on all of them alike; the median over the rounds, both per
+    CPU-second of this process and per wall-clock second."""
     import statistics
 
     from qwen3_quant.eval.evaluate import _tokenize
     from qwen3_quant.eval.runner import open_runner
     from qwen3_quant.textdata import load_eval_text
 
-    _, text = load_eval_text(opts.text)
-    ids = _tokenize(Path(base), text, opts.prompt_tokens).tolist()
-    pre, dec = [], []
-    with open_runner(target.path, ctx=opts.ctx, threads=1, runtime=target.runtime) as runner:
-        runner.generate(ids[:16], 4)  # warm-up
-        for _ in range(opts.repeats):
-            t0 = time.process_time()
-            runner.generate(ids, 1)
-            t1 = time.process_time()
-            runner.generate(ids, opts.decode_tokens)
-            t2 = time.process_time()
-            pre.append(len(ids) / (t1 - t0))
-            dec.append((opts.decode_tokens - 1) / max(1e-9, (t2 - t1) - (t1 - t0)))
-    return {"cpu_prefill_tps": statistics.median(pre), "cpu_decode_tps": statistics.median(dec)}
+    _, text = load_eval_text(spec["text"])
+    ids = _tokenize(Path(spec["base"]), text, spec["prompt_tokens"]).tolist()
+    n_dec = spec["decode_tokens"]
+    runs: dict[str, dict[str, list]] = {label: {} for label, _, _ in spec["targets"]}
+    for _ in range(spec["repeats"]):
+        for label, path, runtime in spec["targets"]:
+            with open_runner(Path(path), ctx=spec["ctx"], threads=1, runtime=runtime) as runner:
+                runner.generate(ids[:16], 4)  # warm-up
+                c0, w0 = time.process_time(), time.perf_counter()
+                runner.generate(ids, 1)
+                c1, w1 = time.process_time(), time.perf_counter()
+                runner.generate(ids, n_dec)
+                c2, w2 = time.process_time(), time.perf_counter()
+            r = runs[label]
+            r.setdefault("cpu_prefill_tps", []).append(len(ids) / (c1 - c0))
+            r.setdefault("cpu_decode_tps", []).append((n_dec - 1) / max(1e-9, (c2 - c1) - (c1 - c0)))
+            r.setdefault("prefill_tps", []).append(len(ids) / (w1 - w0))
+            r.setdefault("decode_tps", []).append((n_dec - 1) / max(1e-9, (w2 - w1) - (w1 - w0)))
+    return {label: {k: statistics.median(v) for k, v in r.items()} for label, r in runs.items()}
+
+
+def child(flag: str, spec: dict, env: dict, log) -> dict:
+    r = subprocess.run(
+        [sys.executable, str(HERE), flag, json.dumps(spec)], env=env, capture_output=True, text=True
+    )
+    log.write(r.stderr)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if r.returncode or line is None:
+        raise SystemExit(f"{flag} {spec.get('path', '')} failed:\n{r.stderr[-3000:]}")
+    return json.loads(line[len("RESULT ") :])
 
 
 # --- building the artifacts -------------------------------------------------------------------------
@@ -140,14 +157,18 @@ def report(runs: dict, meta: dict) -> str:
         f"- Libraries: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         f"- Text: {meta['text']} ({meta['tokens']} tokens scored in windows of {meta['ctx']}); speed: "
         f"prompt {meta['prompt_tokens']} tokens, {meta['decode_tokens']} decoded greedily with the KV cache, "
-        f"median of {meta['repeats']} runs after a warm-up, {meta['threads']} thread(s)",
-        "- Speed is given twice: tokens per CPU-second of the evaluating process (one thread; the ratios use "
-        "these) and the evaluation core's wall-clock tokens/s. The machine was shared with other jobs, so "
-        "wall-clock figures depend on the neighbours; CPU time hardly does.",
+        f"one thread, {meta['repeats']} rounds that time every artifact of the model once in turn (interleaved, "
+        "a fresh runner each time, after a warm-up), the median",
+        "- Speed is given twice: tokens per CPU-second of the timing process (the ratios use these) and "
+        "wall-clock tokens/s. The machine was shared with other jobs: both move with the neighbours (CPU time "
+        "less), so read the ratios between rows of one model, which the interleaving keeps comparable, not the "
+        "absolute figures. Load during the speed rounds: "
+        + ", ".join(f"{m} {v}" for m, v in meta.get("speed_load", {}).items()),
         "- GGUF peers made with qwen3-quant's gguf format, no importance matrix; evaluated in the project's "
         "llama.cpp runner (on a CPU with AMX it keeps weights out of llama.cpp's AMX buffers, which crash here)",
-        "- Each artifact is evaluated in a fresh process; peak RSS is that process's peak (libraries included); "
-        "load: the machine's 1-minute load average while it ran (2 cores: above 2, other jobs took CPU time).",
+        "- Each artifact's quality is evaluated in a fresh process; peak RSS is that process's peak (libraries "
+        "included); load: the machine's 1-minute load average while it ran (2 cores: above 2, other jobs took "
+        "CPU time).",
         "- Sizes: the files a runtime loads (ONNX: model.onnx + model.onnx.data; transformers: the bf16 "
         "safetensors it upcasts to fp32).",
         "- KLD: mean over scored tokens of KL(reference || artifact) on the reference's top-32 log-probs "
@@ -209,13 +230,17 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
-    # one thread by default: on a shared machine multi-threaded runtimes stall whenever another job
-    # takes one of their cores, which makes their speeds depend on the neighbours more than on them
+    # quality scoring threads; speed is always timed on one thread: on a shared machine
+    # multi-threaded runtimes stall whenever another job takes one of their cores
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-one", help=argparse.SUPPRESS)
+    ap.add_argument("--speed-rounds", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.eval_one:
         print("RESULT " + json.dumps(eval_one(json.loads(args.eval_one)), default=str))
+        return
+    if args.speed_rounds:
+        print("RESULT " + json.dumps(speed_rounds(json.loads(args.speed_rounds))))
         return
 
     from importlib import metadata
@@ -264,21 +289,30 @@ def main() -> None:
             targets += [(f"GGUF {t}", f, "llama.cpp") for t, f in ggufs.items()]
             rows = {}
             for label, path, runtime in targets:
+                cached = work / "evals" / f"{model}-{label.replace(' ', '_')}.json"
+                if cached.is_file():  # a rerun keeps finished quality evaluations
+                    rows[label] = json.loads(cached.read_text())
+                    continue
                 print(f"[{model}] evaluating {label}", flush=True)
                 spec = {"path": str(path), "runtime": runtime, "base": str(src), "options": options}
-                r = subprocess.run(
-                    [sys.executable, str(HERE), "--eval-one", json.dumps(spec)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                log.write(r.stderr)
-                line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if r.returncode or line is None:
-                    raise SystemExit(f"evaluating {label} failed:\n{r.stderr[-3000:]}")
-                res = json.loads(line[len("RESULT ") :])
-                res["size_bytes"] = size_of(path)
-                rows[label] = res
+                rows[label] = child("--eval-one", spec, env, log)
+                rows[label]["size_bytes"] = size_of(path)
+                cached.parent.mkdir(exist_ok=True)
+                cached.write_text(json.dumps(rows[label], default=str))
+            print(f"[{model}] speed, {args.repeats} interleaved rounds", flush=True)
+            spec = {
+                "targets": [(label, str(path), runtime) for label, path, runtime in targets],
+                "base": str(src),
+                "text": text,
+                "ctx": args.ctx,
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "repeats": args.repeats,
+            }
+            load = os.getloadavg()[0]
+            for label, speed in child("--speed-rounds", spec, env, log).items():
+                rows[label].update(speed)
+            meta.setdefault("speed_load", {})[model] = round((load + os.getloadavg()[0]) / 2, 1)
             runs[model] = rows
             meta["text"], meta["tokens"] = (
                 rows["transformers fp32"]["text"],
