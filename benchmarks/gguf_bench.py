@@ -41,6 +41,7 @@ IMATRIX_TYPES = ("Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 SPEED_TYPES = ("BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 DECODE_TOKENS = 128
 PARTS = ("conversion", "imatrix", "speed")
+NOTES_MARK = "<!-- findings: written by hand, kept when the tables above are regenerated -->\n"
 HELD_OUT = "corpus-en/gutenberg/pg43_stevenson_jekyll_and_hyde.txt"
 
 # runs a conversion in a fresh process and reports wall time, CPU time and peak RSS (VmHWM starts
@@ -234,7 +235,8 @@ def report(res: dict, command: str) -> str:
         "(*plain*), with a uniform one of all ones (*uniform*: llama.cpp's weighted code path, no calibration "
         "information), and with the one computed from the `default` calibration mix (*imatrix*). Perplexity "
         "(ppl) and mean KL divergence (KLD, top-32) against the unquantised model (transformers, fp32), "
-        "windows of 512 tokens; neither text is calibration data.",
+        f"windows of 512 tokens, the first {res.get('max_tokens', 16384)} tokens of each text; neither text is "
+        "calibration data.",
         "",
     ]
     for m, im in res["imatrix"].items():
@@ -295,6 +297,7 @@ def main() -> None:
         default=list(PARTS),
         help="what to measure; the others are kept from the previous results (--out's .json)",
     )
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     ap.add_argument(
         "--kept-from",
         default="an earlier run",
@@ -310,6 +313,7 @@ def main() -> None:
     texts = {"held-out book (Jekyll and Hyde)": str(data / HELD_OUT), "wikitext-2 test": "wikitext2"}
     res: dict = {"machine": host_description(), "repeats": args.repeats, "threads": args.threads}
     res["speed_repeats"] = args.speed_repeats
+    res["max_tokens"] = args.max_tokens
     res["load"] = [round(os.getloadavg()[0], 2), None]
     previous = args.out.with_suffix(".json")
     kept = json.loads(previous.read_text()) if previous.is_file() else {}
@@ -343,7 +347,7 @@ def main() -> None:
         tmp = Path(tmp)
         if "conversion" in args.parts:
             converter = _patched_converter(args.llama_cpp_src, Path(tempfile.mkdtemp(dir=tmp)))
-        for name in MODELS:
+        for name in args.models:
             model = bundled_models()[name]
             work = tmp / name
             work.mkdir()
@@ -355,11 +359,16 @@ def main() -> None:
                 res["imatrix"][name] = bench_imatrix(model, work, texts, args.max_tokens, args.calib_samples)
             if "speed" in args.parts:
                 res["speed"][name] = bench_speed(model, work, args.speed_repeats, args.threads)
+            partial = args.out.with_suffix(".partial.json")
+            partial.write_text(json.dumps(res, indent=1) + "\n")  # what is measured so far
     res["load"][1] = round(os.getloadavg()[0], 2)
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = "python benchmarks/gguf_bench.py " + " ".join(map(shlex.quote, sys.argv[1:]))
-    args.out.write_text(report(res, command))
+    old = args.out.read_text() if args.out.is_file() else ""
+    notes = NOTES_MARK + old.split(NOTES_MARK, 1)[1] if NOTES_MARK in old else ""  # hand-written findings
+    args.out.write_text(report(res, command) + ("\n" + notes if notes else ""))
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    args.out.with_suffix(".partial.json").unlink(missing_ok=True)
     print(args.out.read_text())
 
 

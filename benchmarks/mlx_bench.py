@@ -124,11 +124,12 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--calib-samples", type=int, default=32)
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     args = ap.parse_args()
     work = Path(args.work)
     load0, t0 = os.getloadavg()[0], time.time()
     rows: dict[str, list[dict]] = {}
-    for model in MODELS:
+    for model in args.models:
         made = [
             (label, make(model, fmt, o, work, args.calib_samples), v, peer)
             for label, fmt, o, v, peer in ARTIFACTS
