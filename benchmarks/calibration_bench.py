@@ -317,7 +317,8 @@ def report(res: dict) -> str:
     lines = [
         "# Calibration sets: packaged default vs the previous shared-data mix vs pydoc (micro models)",
         "",
-        f"Command: `{meta['command']}`; the `(seed 1)` rows: the same with `--seed 1 --only gguf --only gptq`.",
+        f"Command: `{meta['command']}`; the `(seed 1)` rows: the same with "
+        f"`{meta.get('seed_args', '--seed 1 --only gguf --only gptq')}`.",
         "",
         f"Run: {meta.get('finished', '(partial)')}, {meta['machine']}; torch {meta['torch']}. Calibration: "
         f"{meta['samples']} samples x 512 tokens per mix. Scoring: ctx 512, the first {meta['max_tokens']} tokens "
