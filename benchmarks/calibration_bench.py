@@ -46,6 +46,7 @@ TEXTS = (
     "humaneval 140-163",
 )
 RESULTS = ROOT / "benchmarks" / "calibration.json"
+NOTES_MARK = "<!-- findings: written by hand, kept when the tables above are regenerated -->\n"
 
 
 # --- held-out evaluation texts ----------------------------------------------------------------------
@@ -249,7 +250,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.report_only:
-        args.results.with_suffix(".md").write_text(report(load(args.results)))
+        write_report(res=load(args.results), path=args.results.with_suffix(".md"))
         return
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     import torch
@@ -300,7 +301,15 @@ def main() -> None:
             save(res, args.results)
     res["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     save(res, args.results)
-    args.results.with_suffix(".md").write_text(report(res))
+    write_report(res, args.results.with_suffix(".md"))
+
+
+def write_report(res: dict, path: Path) -> None:
+    """The tables from ``res``; the hand-written findings below NOTES_MARK in ``path`` are kept."""
+    notes = (
+        path.read_text().split(NOTES_MARK, 1)[1] if path.is_file() and NOTES_MARK in path.read_text() else ""
+    )
+    path.write_text(report(res) + ("\n" + NOTES_MARK + notes if notes else ""))
 
 
 def report(res: dict) -> str:
@@ -308,13 +317,15 @@ def report(res: dict) -> str:
     lines = [
         "# Calibration sets: packaged default vs the previous shared-data mix vs pydoc (micro models)",
         "",
-        f"Command: `{meta['command']}`; the `(seed 1)` rows: the same with `--seed 1 --only gguf --only gptq`.",
+        f"Command: `{meta['command']}`; the `(seed 1)` rows: the same with "
+        f"`{meta.get('seed_args', '--seed 1 --only gguf --only gptq')}`.",
         "",
         f"Run: {meta.get('finished', '(partial)')}, {meta['machine']}; torch {meta['torch']}. Calibration: "
         f"{meta['samples']} samples x 512 tokens per mix. Scoring: ctx 512, the first {meta['max_tokens']} tokens "
         "of each held-out text, KLD over the reference's top-32, against the unquantised model "
-        "(reference: transformers, fp32; GGUF scored in llama.cpp with its AMX repacking off, which raises SIGILL in "
-        "this sandbox; GPTQ in transformers + GPTQModel's CPU kernels).",
+        "(reference: transformers, fp32; GGUF scored in llama.cpp through the project's runner, which keeps weights "
+        "out of llama.cpp's AMX buffers on a CPU that has AMX, as this one does: they crash there; GPTQ in "
+        "transformers + GPTQModel's CPU kernels).",
         "",
     ]
     lines += [
@@ -371,6 +382,8 @@ def report(res: dict) -> str:
                 "busiest expert's share per layer | build s |",
                 "|---|---:|---|---|---|---:|",
             ]
+            if meta.get("coverage_from"):
+                lines[-2:-2] = [meta["coverage_from"], ""]
             for name, c in cov.items():
                 lines.append(
                     f"| {name} | {c['tokens']} | {c['starved_per_layer']} | {c['min_per_layer']} | "

@@ -12,6 +12,8 @@ Run from the repository root::
     python benchmarks/gguf_bench.py --llama-cpp-src /tmp/llsrc/llama.cpp
 
 ``--llama-cpp-src`` is llama.cpp's source tree (``vendor/llama.cpp`` of the llama-cpp-python sdist).
+Without one (``--parts imatrix speed``) the conversion section of the previous ``gguf.json`` is kept
+in the report, marked with the date and models it was measured on.
 Its converter needs two edits for the micro models' custom tokenizer, made in a temporary copy:
 ``get_vocab_base_pre`` returns ``qwen2`` (the tokenizer's hash is not in its table), and Qwen2's
 ``set_vocab`` falls back to the GPT-2 vocabulary when ``sentencepiece`` is not installed.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -37,6 +40,8 @@ MODELS = ("Qwen3-Micro", "Qwen3-Micro-MoE")
 IMATRIX_TYPES = ("Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 SPEED_TYPES = ("BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 DECODE_TOKENS = 128
+PARTS = ("conversion", "imatrix", "speed")
+NOTES_MARK = "<!-- findings: written by hand, kept when the tables above are regenerated -->\n"
 HELD_OUT = "corpus-en/gutenberg/pg43_stevenson_jekyll_and_hyde.txt"
 
 # runs a conversion in a fresh process and reports wall time, CPU time and peak RSS (VmHWM starts
@@ -116,6 +121,12 @@ def bench_conversion(model_dir: Path, converter: Path, work: Path, repeats: int)
     return res
 
 
+def ensure_base(model_dir: Path, work: Path) -> None:
+    """The BF16 GGUF the quantisers start from (the conversion benchmark writes it too)."""
+    if not (work / "ours-0.gguf").is_file():
+        _measure("ours", model_dir, work / "ours-0.gguf")
+
+
 def bench_imatrix(model_dir: Path, work: Path, texts: dict[str, str], max_tokens: int, samples: int) -> dict:
     from qwen3_quant.calib import load_mix
     from qwen3_quant.checkpoint import inspect_checkpoint
@@ -190,15 +201,17 @@ def report(res: dict, command: str) -> str:
     lines = [
         "# GGUF benchmark",
         "",
-        f"Machine: {res['machine']}. Load average at start {res['load'][0]}, at end {res['load'][1]} "
-        "(the machine is shared: absolute times are noisy, ratios from interleaved runs less so).",
-        "",
         f"Reproduce: `{command}`",
+        "",
+        f"Run: {res.get('date', 'undated')}. Machine: {res['machine']}. Load average at start {res['load'][0]}, "
+        f"at end {res['load'][1]} "
+        "(the machine is shared: absolute times are noisy, ratios from interleaved runs less so).",
         "",
         "## Conversion: qwen3-quant's writer vs llama.cpp's convert_hf_to_gguf.py",
         "",
         f"HF safetensors (bf16) -> BF16 GGUF, median of {res['repeats']} interleaved runs, each in a fresh process.",
         "",
+        *([res["conversion_note"], ""] if res.get("conversion_note") else []),
         "| model | tool | wall | CPU | peak RSS | identical tensor data |",
         "|---|---|---|---|---|---|",
     ]
@@ -222,7 +235,8 @@ def report(res: dict, command: str) -> str:
         "(*plain*), with a uniform one of all ones (*uniform*: llama.cpp's weighted code path, no calibration "
         "information), and with the one computed from the `default` calibration mix (*imatrix*). Perplexity "
         "(ppl) and mean KL divergence (KLD, top-32) against the unquantised model (transformers, fp32), "
-        "windows of 512 tokens; neither text is calibration data.",
+        f"windows of 512 tokens, the first {res.get('max_tokens', 16384)} tokens of each text; neither text is "
+        "calibration data.",
         "",
     ]
     for m, im in res["imatrix"].items():
@@ -248,6 +262,7 @@ def report(res: dict, command: str) -> str:
     lines += [
         "## Speed per type in llama.cpp",
         "",
+        *([res["speed_note"], ""] if res.get("speed_note") else []),
         f"Prefill of a 512-token prompt and greedy decoding of {DECODE_TOKENS} tokens with the KV cache, "
         f"{res['threads']} thread(s), median of {res['speed_repeats']} runs taken round-robin over the types "
         "(one thread: on a shared 2-core machine, llama.cpp's spinning worker threads make 2-thread timings "
@@ -275,6 +290,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--speed-repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gguf.md")
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="what to measure; the others are kept from the previous results (--out's .json)",
+    )
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    ap.add_argument(
+        "--kept-from",
+        default="an earlier run",
+        help="how the report names the run whose kept sections it shows (date, models)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from qwen3_quant.artifact import host_description
@@ -285,23 +313,62 @@ def main() -> None:
     texts = {"held-out book (Jekyll and Hyde)": str(data / HELD_OUT), "wikitext-2 test": "wikitext2"}
     res: dict = {"machine": host_description(), "repeats": args.repeats, "threads": args.threads}
     res["speed_repeats"] = args.speed_repeats
+    res["max_tokens"] = args.max_tokens
     res["load"] = [round(os.getloadavg()[0], 2), None]
-    res["conversion"], res["imatrix"], res["speed"] = {}, {}, {}
+    previous = args.out.with_suffix(".json")
+    kept = json.loads(previous.read_text()) if previous.is_file() else {}
+    for part in PARTS:
+        if part in args.parts:
+            res[part] = {}
+        elif part in kept:
+            res[part] = kept[part]
+            if part == "speed":
+                res["speed_repeats"] = kept.get("speed_repeats", res["speed_repeats"])
+            if kept.get(f"{part}_note"):
+                res[f"{part}_note"] = kept[f"{part}_note"]
+            elif kept.get("date"):
+                res[f"{part}_note"] = (
+                    f"Measured in an earlier run ({kept['date']}, load {kept['load'][0]} at start), "
+                    "on the same models."
+                )
+            else:
+                res[f"{part}_note"] = (
+                    f"Not rerun: these numbers are from {args.kept_from} "
+                    f"(machine load then: {kept['load'][0]} at start)."
+                )
+        else:
+            raise SystemExit(f"no earlier {part} results in {previous}: measure it with --parts {part}")
+    if "conversion" in args.parts and not (args.llama_cpp_src / "convert_hf_to_gguf.py").is_file():
+        raise SystemExit(
+            f"no llama.cpp checkout at {args.llama_cpp_src}: pass --llama-cpp-src, or leave conversion "
+            "out with --parts imatrix speed"
+        )
     with tempfile.TemporaryDirectory(prefix="gguf-bench-") as tmp:
         tmp = Path(tmp)
-        converter = _patched_converter(args.llama_cpp_src, Path(tempfile.mkdtemp(dir=tmp)))
-        for name in MODELS:
+        if "conversion" in args.parts:
+            converter = _patched_converter(args.llama_cpp_src, Path(tempfile.mkdtemp(dir=tmp)))
+        for name in args.models:
             model = bundled_models()[name]
             work = tmp / name
             work.mkdir()
-            res["conversion"][name] = bench_conversion(model, converter, work, args.repeats)
-            res["imatrix"][name] = bench_imatrix(model, work, texts, args.max_tokens, args.calib_samples)
-            res["speed"][name] = bench_speed(model, work, args.speed_repeats, args.threads)
-            print(json.dumps({name: res["conversion"][name]}), flush=True)
+            if "conversion" in args.parts:
+                res["conversion"][name] = bench_conversion(model, converter, work, args.repeats)
+                print(json.dumps({name: res["conversion"][name]}), flush=True)
+            ensure_base(model, work)
+            if "imatrix" in args.parts:
+                res["imatrix"][name] = bench_imatrix(model, work, texts, args.max_tokens, args.calib_samples)
+            if "speed" in args.parts:
+                res["speed"][name] = bench_speed(model, work, args.speed_repeats, args.threads)
+            partial = args.out.with_suffix(".partial.json")
+            partial.write_text(json.dumps(res, indent=1) + "\n")  # what is measured so far
     res["load"][1] = round(os.getloadavg()[0], 2)
-    command = "python benchmarks/gguf_bench.py --llama-cpp-src /tmp/llsrc/llama.cpp"
-    args.out.write_text(report(res, command))
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command = "python benchmarks/gguf_bench.py " + " ".join(map(shlex.quote, sys.argv[1:]))
+    old = args.out.read_text() if args.out.is_file() else ""
+    notes = NOTES_MARK + old.split(NOTES_MARK, 1)[1] if NOTES_MARK in old else ""  # hand-written findings
+    args.out.write_text(report(res, command) + ("\n" + notes if notes else ""))
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    args.out.with_suffix(".partial.json").unlink(missing_ok=True)
     print(args.out.read_text())
 
 

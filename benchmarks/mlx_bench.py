@@ -57,8 +57,7 @@ def evaluate(folder: Path, variant: str, args, work: Path) -> dict:
     if not out.is_file():  # a rerun reuses finished evaluations
         cmd = [sys.executable, "-m", "qwen3_quant", "eval", str(folder), "--variant", variant,
                "--text", args.text, "--ctx", str(args.ctx), "--max-tokens", str(args.max_tokens),
-               "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens),
-               "--repeats", str(args.repeats), "--gate", "ppl=off", "--gate", "kld=off", "--gate", "top1=off",
+               "--no-speed", "--gate", "ppl=off", "--gate", "kld=off", "--gate", "top1=off",
                "--json-out", str(out)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
@@ -67,6 +66,44 @@ def evaluate(folder: Path, variant: str, args, work: Path) -> dict:
             print(f"{shlex.join(cmd)} failed ({why})", file=sys.stderr, flush=True)
             return {"error": f"`qwen3-quant eval` failed ({why}{': ' + tail[-1][:200] if tail else ''})"}
     return json.loads(out.read_text())["results"][0]
+
+
+def speed_rounds(model: str, made: list, args) -> dict[str, dict]:
+    """Prefill and decode tokens/s of every artifact, one thread, round-robin: each round times
+    each artifact once (a fresh runner each time), so that load on the shared machine falls on
+    all of them alike; the median over the rounds. ``{"error": ...}`` for a runtime that failed."""
+    import statistics
+
+    from qwen3_quant.eval.evaluate import _tokenize, eval_targets
+    from qwen3_quant.eval.runner import open_runner
+    from qwen3_quant.sources import resolve_model
+    from qwen3_quant.textdata import load_eval_text
+
+    _, text = load_eval_text(args.text)
+    prompt = _tokenize(resolve_model(model).path, text, args.prompt_tokens).tolist()
+    runs: dict[str, list] = {label: [] for label, *_ in made}
+    errors: dict[str, str] = {}
+    for _ in range(args.repeats):
+        for label, folder, variant, _peer in made:
+            if label in errors:
+                continue
+            target = eval_targets(folder, variant)[0]
+            try:
+                with open_runner(target.path, ctx=args.ctx, threads=1, runtime=target.runtime) as r:
+                    r.generate(prompt[:16], 4)  # warm-up
+                    runs[label].append(r.generate(prompt, args.decode_tokens))
+            except Exception as e:  # noqa: BLE001 - reported in the table, the other rows go on
+                errors[label] = f"{type(e).__name__}: {e}"[:200]
+    out = {}
+    for label, timings in runs.items():
+        if label in errors:
+            out[label] = {"speed_error": errors[label]}
+        else:
+            out[label] = {
+                "prefill_tps": statistics.median(g.prefill_tps for g in timings),
+                "decode_tps": statistics.median(g.decode_tps for g in timings),
+            }
+    return out
 
 
 def weights_bytes(folder: Path, variant: str) -> int:
@@ -87,11 +124,12 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--calib-samples", type=int, default=32)
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     args = ap.parse_args()
     work = Path(args.work)
     load0, t0 = os.getloadavg()[0], time.time()
     rows: dict[str, list[dict]] = {}
-    for model in MODELS:
+    for model in args.models:
         made = [
             (label, make(model, fmt, o, work, args.calib_samples), v, peer)
             for label, fmt, o, v, peer in ARTIFACTS
@@ -101,6 +139,9 @@ def main() -> None:
             r = evaluate(folder, variant, args, work)
             rows[model].append({"label": label, "peer": peer, "bytes": weights_bytes(folder, variant), **r})
             print(f"{model} {label}: {r.get('error') or r['perplexity']}", flush=True)
+        speeds = speed_rounds(model, made, args)
+        for row in rows[model]:
+            row.update(speeds[row["label"]])
     (work / "results.json").write_text(json.dumps(rows, indent=2, default=str))
     write_report(rows, args, load0, os.getloadavg()[0], time.time() - t0)
 
@@ -122,8 +163,10 @@ def write_report(rows: dict[str, list[dict]], args, load0: float, load1: float, 
         + ".",
         "",
         f"Scoring: text `{args.text}`, windows of {args.ctx} tokens, first {args.max_tokens} tokens; KLD over the "
-        f"transformers fp32 reference's top-32; speed: {args.prompt_tokens}-token prompt, {args.decode_tokens} "
-        f"decoded tokens, median of {args.repeats}; each evaluation in a fresh process (`qwen3-quant eval`). "
+        "transformers fp32 reference's top-32; each evaluation in a fresh process (`qwen3-quant eval`). Speed: "
+        f"{args.prompt_tokens}-token prompt, {args.decode_tokens} decoded tokens, one thread, {args.repeats} "
+        "rounds over all artifacts of the model in turn (interleaved, so that the machine's load falls on all "
+        "alike), the median; the ratios to the peer are the speed figures to read. "
         "Size: the variant's weight files. MLX runs on the CPU in float32 (see docs/mlx.md); GGUF in llama.cpp; "
         "GPTQ in transformers with GPTQModel's CPU kernels.",
         "",
@@ -146,13 +189,16 @@ def write_report(rows: dict[str, list[dict]], args, load0: float, load1: float, 
             p = by.get(r["peer"]) if r["peer"] else None
             p = p if p and not p.get("error") else None
 
+            def tps(row, key, spec):
+                return format(row[key], spec) if row.get(key) is not None else row.get("speed_error", "-")
+
             def ratio(key, r=r, p=p):
                 return f"{r[key] / p[key]:.2f}x" if p and p.get(key) and r.get(key) is not None else ""
 
             lines.append(
                 f"| {r['label']}{' (peer ' + r['peer'] + ')' if p else ''} | {r['bytes'] / 1e6:.2f} MB | "
                 f"{r['perplexity']:.2f} | {r['ppl_increase_pct']:+.2f} | {r['kld_mean']:.2e} | "
-                f"{r['top1_agreement']:.3f} | {r['prefill_tps']:.0f} | {r['decode_tps']:.1f} | "
+                f"{r['top1_agreement']:.3f} | {tps(r, 'prefill_tps', '.0f')} | {tps(r, 'decode_tps', '.1f')} | "
                 f"{r['peak_rss_bytes'] / 1e6:.0f} MB | {ratio('bytes')} | {ratio('kld_mean')} | {ratio('decode_tps')} |"
             )
         lines.append("")

@@ -1,16 +1,14 @@
 """ONNX (onnxruntime) against transformers fp32 and GGUF (llama.cpp) on the micro models, in one run.
 
 For each model: builds fp32 / int8 / int4 ONNX artifacts with qwen3-quant, the Q8_0 and Q4_K_M GGUF
-peers (with qwen3-quant's gguf format when it can quantise, else with llama.cpp's own
-convert_hf_to_gguf.py from the llama.cpp sources and llama_cpp.llama_model_quantize), then evaluates
-every one of them, each in a fresh process, with the project's evaluation core: perplexity and KLD
-against the transformers fp32 reference on the same text, prefill and decode tokens/s with the
-runtime's KV cache, peak resident memory. Writes a Markdown report with the numbers and the ratios.
+peers (qwen3-quant's gguf format, no importance matrix), then evaluates every one of them, each
+in a fresh process, with the project's evaluation core: perplexity and KLD against the
+transformers fp32 reference on the same text, prefill and decode tokens/s with the runtime's KV
+cache (llama.cpp: the project's runner), peak resident memory. Writes a Markdown report with the numbers and the ratios.
 
     python benchmarks/onnx_bench.py --out benchmarks/onnx.md
 
-(from the repository root, with qwen3-quant importable; the llama.cpp sources at /tmp/llsrc/llama.cpp
-are needed only while qwen3-quant's gguf format cannot quantise). Artifacts, logs and results.json
+(from the repository root, with qwen3-quant importable). Artifacts, logs and results.json
 go to --work (default out/onnx-bench); a rerun reuses the artifacts and the stored reference.
 """
 
@@ -27,120 +25,66 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve()
-LLAMA_CPP_SRC = Path("/tmp/llsrc/llama.cpp")
 GGUF_TYPES = ("Q8_0", "Q4_K_M")
 ONNX_PRECISIONS = ("fp32", "int8", "int4")
 PEERS = {"int8": "Q8_0", "int4": "Q4_K_M"}
 NOTES_MARK = "<!-- notes: kept when the tables above are regenerated -->\n"
 
 
-# --- a llama.cpp runner for when the project's gguf runner is not installed (benchmark only) ---------
-def _bench_llamacpp_runner():
-    from qwen3_quant.eval.runner import GenerationTiming, Runner
-
-    class BenchLlamaCppRunner(Runner):
-        """llama-cpp-python with logits for every position; default (f16) KV cache."""
-
-        runtime = "llama.cpp"
-
-        def __init__(self, path, *, ctx, threads=None):
-            super().__init__(path, ctx=ctx, threads=threads)
-            from llama_cpp import Llama
-
-            n = threads or os.cpu_count()
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=ctx,
-                n_batch=ctx,
-                n_ubatch=ctx,
-                logits_all=True,
-                n_threads=n,
-                n_threads_batch=n,
-                verbose=False,
-            )
-
-        @property
-        def max_context(self):
-            return self.llm.n_ctx()
-
-        def logits(self, ids):
-            self.llm.reset()
-            self.llm.eval(list(ids))
-            return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
-
-        def generate(self, prompt_ids, new_tokens):
-            self.llm.reset()
-            t0 = time.perf_counter()
-            self.llm.eval(list(prompt_ids))
-            nxt = int(np.argmax(self.llm.scores[len(prompt_ids) - 1]))
-            t1 = time.perf_counter()
-            out = [nxt]
-            for _ in range(new_tokens - 1):
-                self.llm.eval([nxt])
-                nxt = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
-                out.append(nxt)
-            t2 = time.perf_counter()
-            return GenerationTiming(len(prompt_ids), len(out), t1 - t0, t2 - t1, tuple(out))
-
-        def close(self):
-            self.llm.close()
-
-    return BenchLlamaCppRunner
-
-
-def _project_gguf_runner_available() -> bool:
-    try:
-        from qwen3_quant.eval.runner import runner_class
-
-        runner_class("llama.cpp")
-        return True
-    except ImportError:
-        return False
-
-
 def eval_one(spec: dict) -> dict:
-    """Child process: evaluate one target, return the EvalResult as a dict."""
-    from qwen3_quant.eval import runner as runners
+    """Child process: evaluate one target's quality, return the EvalResult as a dict."""
     from qwen3_quant.eval.evaluate import EvalOptions, EvalTarget, evaluate
 
-    if spec["runtime"] == "llama.cpp" and not _project_gguf_runner_available():
-        globals()["BenchLlamaCppRunner"] = _bench_llamacpp_runner()
-        runners.RUNNERS["llama.cpp"] = "__main__:BenchLlamaCppRunner"
-    opts = EvalOptions(**spec["options"])
+    opts = EvalOptions(**spec["options"], speed=False)
     target = EvalTarget(Path(spec["path"]), spec["runtime"], spec.get("variant"), None)
     load = os.getloadavg()[0]
     res = asdict(evaluate(target, base=spec["base"], options=opts))
-    res.update(cpu_speed(target, spec["base"], opts))
     res["load_1min"] = (load + os.getloadavg()[0]) / 2
     return res
 
 
-def cpu_speed(target, base: str, opts) -> dict:
-    """Prefill and decode tokens per CPU-second of this process (one thread), the median of
-    ``opts.repeats`` runs: unlike wall-clock speed it hardly moves when other jobs share the cores."""
+def speed_rounds(spec: dict) -> dict[str, dict]:
+    """Child process: prefill and decode speed of every target of one model, one thread, in
+    ``repeats`` rounds that time each target once in turn (a fresh runner each time), so that the
+    load of the shared machine falls on all of them alike; the median over the rounds, both per
+    CPU-second of this process and per wall-clock second."""
     import statistics
 
     from qwen3_quant.eval.evaluate import _tokenize
     from qwen3_quant.eval.runner import open_runner
     from qwen3_quant.textdata import load_eval_text
 
-    _, text = load_eval_text(opts.text)
-    ids = _tokenize(Path(base), text, opts.prompt_tokens).tolist()
-    pre, dec = [], []
-    with open_runner(target.path, ctx=opts.ctx, threads=1, runtime=target.runtime) as runner:
-        runner.generate(ids[:16], 4)  # warm-up
-        for _ in range(opts.repeats):
-            t0 = time.process_time()
-            runner.generate(ids, 1)
-            t1 = time.process_time()
-            runner.generate(ids, opts.decode_tokens)
-            t2 = time.process_time()
-            pre.append(len(ids) / (t1 - t0))
-            dec.append((opts.decode_tokens - 1) / max(1e-9, (t2 - t1) - (t1 - t0)))
-    return {"cpu_prefill_tps": statistics.median(pre), "cpu_decode_tps": statistics.median(dec)}
+    _, text = load_eval_text(spec["text"])
+    ids = _tokenize(Path(spec["base"]), text, spec["prompt_tokens"]).tolist()
+    n_dec = spec["decode_tokens"]
+    runs: dict[str, dict[str, list]] = {label: {} for label, _, _ in spec["targets"]}
+    for _ in range(spec["repeats"]):
+        for label, path, runtime in spec["targets"]:
+            with open_runner(Path(path), ctx=spec["ctx"], threads=1, runtime=runtime) as runner:
+                runner.generate(ids[:16], 4)  # warm-up
+                c0, w0 = time.process_time(), time.perf_counter()
+                runner.generate(ids, 1)
+                c1, w1 = time.process_time(), time.perf_counter()
+                runner.generate(ids, n_dec)
+                c2, w2 = time.process_time(), time.perf_counter()
+            r = runs[label]
+            r.setdefault("cpu_prefill_tps", []).append(len(ids) / (c1 - c0))
+            r.setdefault("cpu_decode_tps", []).append((n_dec - 1) / max(1e-9, (c2 - c1) - (c1 - c0)))
+            r.setdefault("prefill_tps", []).append(len(ids) / (w1 - w0))
+            r.setdefault("decode_tps", []).append((n_dec - 1) / max(1e-9, (w2 - w1) - (w1 - w0)))
+    return {label: {k: statistics.median(v) for k, v in r.items()} for label, r in runs.items()}
+
+
+def child(flag: str, spec: dict, env: dict, log) -> dict:
+    r = subprocess.run(
+        [sys.executable, str(HERE), flag, json.dumps(spec)], env=env, capture_output=True, text=True
+    )
+    log.write(r.stderr)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if r.returncode or line is None:
+        raise SystemExit(f"{flag} {spec.get('path', '')} failed:\n{r.stderr[-3000:]}")
+    return json.loads(line[len("RESULT ") :])
 
 
 # --- building the artifacts -------------------------------------------------------------------------
@@ -150,52 +94,23 @@ def build_onnx(src: Path, name: str, work: Path) -> dict[str, Path]:
     out = {}
     for p in ONNX_PRECISIONS:
         dest = work / f"{name}-ONNX-{p}"
-        quantize(str(src), "onnx", out_dir=dest, precision=p, validate=False)
+        if not dest.is_dir():
+            quantize(str(src), "onnx", out_dir=dest, precision=p, validate=False)
         out[p] = dest
     return out
 
 
-def build_gguf(src: Path, name: str, work: Path, log) -> tuple[dict[str, Path], str]:
-    from qwen3_quant.formats import get_format
+def build_gguf(src: Path, name: str, work: Path) -> dict[str, Path]:
+    """The GGUF peers, made by qwen3-quant's gguf format without an importance matrix (plain
+    round-to-nearest K-quants, like the ONNX int artifacts, which see no calibration data)."""
+    from qwen3_quant.artifact import load_manifest
+    from qwen3_quant.quantize import quantize
 
-    if get_format("gguf").implemented:
-        from qwen3_quant.artifact import load_manifest
-        from qwen3_quant.quantize import quantize
-
-        dest = work / f"{name}-GGUF"
-        quantize(str(src), "gguf", out_dir=dest, types=list(GGUF_TYPES), validate=False)
-        m = load_manifest(dest)
-        return {t: dest / m["variants"][t]["files"][0] for t in GGUF_TYPES}, "qwen3-quant gguf format"
-    gdir = work / "gguf"
-    gdir.mkdir(parents=True, exist_ok=True)
-    f32 = gdir / f"{name}-F32.gguf"
-    if not f32.is_file():
-        convert = (
-            "import sys\n"
-            f"sys.path.insert(0, {str(LLAMA_CPP_SRC)!r})\n"
-            "import conversion.base as cb\n"
-            "cb.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'qwen2'\n"
-            # Qwen3 tries a sentencepiece vocabulary first; these folders have none (and no sentencepiece)
-            "def no_spm(self, *a, **k):\n    raise FileNotFoundError('no tokenizer.model')\n"
-            "cb.TextModel._set_vocab_sentencepiece = no_spm\n"
-            "import convert_hf_to_gguf as c\n"
-            f"sys.argv = ['convert', {str(src)!r}, '--outtype', 'f32', '--outfile', {str(f32)!r}]\n"
-            "c.main()\n"
-        )
-        subprocess.run([sys.executable, "-c", convert], check=True, stdout=log, stderr=log)
-    out = {}
-    for t in GGUF_TYPES:
-        dest = gdir / f"{name}-{t}.gguf"
-        if not dest.is_file():
-            quant = (
-                "import ctypes, llama_cpp\n"
-                "p = llama_cpp.llama_model_quantize_default_params()\n"
-                f"p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_{t}\n"
-                f"assert llama_cpp.llama_model_quantize({str(f32).encode()!r}, {str(dest).encode()!r}, ctypes.byref(p)) == 0\n"
-            )
-            subprocess.run([sys.executable, "-c", quant], check=True, stdout=log, stderr=log)
-        out[t] = dest
-    return out, "llama.cpp convert_hf_to_gguf.py (F32) + llama_model_quantize"
+    dest = work / f"{name}-GGUF"
+    if not dest.is_dir():
+        quantize(str(src), "gguf", out_dir=dest, types=list(GGUF_TYPES), imatrix=False, validate=False)
+    m = load_manifest(dest)
+    return {t: dest / m["variants"][t]["files"][0] for t in GGUF_TYPES}
 
 
 def held_out_text(src: Path, work: Path) -> str | None:
@@ -242,13 +157,18 @@ def report(runs: dict, meta: dict) -> str:
         f"- Libraries: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         f"- Text: {meta['text']} ({meta['tokens']} tokens scored in windows of {meta['ctx']}); speed: "
         f"prompt {meta['prompt_tokens']} tokens, {meta['decode_tokens']} decoded greedily with the KV cache, "
-        f"median of {meta['repeats']} runs after a warm-up, {meta['threads']} thread(s)",
-        "- Speed is given twice: tokens per CPU-second of the evaluating process (one thread; the ratios use "
-        "these) and the evaluation core's wall-clock tokens/s. The machine was shared with other jobs, so "
-        "wall-clock figures depend on the neighbours; CPU time hardly does.",
-        f"- GGUF peers made with: {meta['gguf_source']}",
-        "- Each artifact is evaluated in a fresh process; peak RSS is that process's peak (libraries included); "
-        "load: the machine's 1-minute load average while it ran (2 cores: above 2, other jobs took CPU time).",
+        f"one thread, {meta['repeats']} rounds that time every artifact of the model once in turn (interleaved, "
+        "a fresh runner each time, after a warm-up), the median",
+        "- Speed is given twice: tokens per CPU-second of the timing process (the ratios use these) and "
+        "wall-clock tokens/s. The machine was shared with other jobs: both move with the neighbours (CPU time "
+        "less), so read the ratios between rows of one model, which the interleaving keeps comparable, not the "
+        "absolute figures. Load during the speed rounds: "
+        + ", ".join(f"{m} {v}" for m, v in meta.get("speed_load", {}).items()),
+        "- GGUF peers made with qwen3-quant's gguf format, no importance matrix; evaluated in the project's "
+        "llama.cpp runner (on a CPU with AMX it keeps weights out of llama.cpp's AMX buffers, which crash here)",
+        "- Each artifact's quality is evaluated in a fresh process; peak RSS is that process's peak (libraries "
+        "included); load: the machine's 1-minute load average while it ran (2 cores: above 2, other jobs took "
+        "CPU time).",
         "- Sizes: the files a runtime loads (ONNX: model.onnx + model.onnx.data; transformers: the bf16 "
         "safetensors it upcasts to fp32).",
         "- KLD: mean over scored tokens of KL(reference || artifact) on the reference's top-32 log-probs "
@@ -310,13 +230,17 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
-    # one thread by default: on a shared machine multi-threaded runtimes stall whenever another job
-    # takes one of their cores, which makes their speeds depend on the neighbours more than on them
+    # quality scoring threads; speed is always timed on one thread: on a shared machine
+    # multi-threaded runtimes stall whenever another job takes one of their cores
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-one", help=argparse.SUPPRESS)
+    ap.add_argument("--speed-rounds", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.eval_one:
         print("RESULT " + json.dumps(eval_one(json.loads(args.eval_one)), default=str))
+        return
+    if args.speed_rounds:
+        print("RESULT " + json.dumps(speed_rounds(json.loads(args.speed_rounds))))
         return
 
     from importlib import metadata
@@ -349,7 +273,7 @@ def main() -> None:
             src = resolve_model(model).path
             print(f"[{model}] building artifacts", flush=True)
             onnx_dirs = build_onnx(src, model, work)
-            ggufs, meta["gguf_source"] = build_gguf(src, model, work, log)
+            ggufs = build_gguf(src, model, work)
             text = held_out_text(src, work)
             options = {
                 "text": text,
@@ -365,21 +289,30 @@ def main() -> None:
             targets += [(f"GGUF {t}", f, "llama.cpp") for t, f in ggufs.items()]
             rows = {}
             for label, path, runtime in targets:
+                cached = work / "evals" / f"{model}-{label.replace(' ', '_')}.json"
+                if cached.is_file():  # a rerun keeps finished quality evaluations
+                    rows[label] = json.loads(cached.read_text())
+                    continue
                 print(f"[{model}] evaluating {label}", flush=True)
                 spec = {"path": str(path), "runtime": runtime, "base": str(src), "options": options}
-                r = subprocess.run(
-                    [sys.executable, str(HERE), "--eval-one", json.dumps(spec)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                log.write(r.stderr)
-                line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if r.returncode or line is None:
-                    raise SystemExit(f"evaluating {label} failed:\n{r.stderr[-3000:]}")
-                res = json.loads(line[len("RESULT ") :])
-                res["size_bytes"] = size_of(path)
-                rows[label] = res
+                rows[label] = child("--eval-one", spec, env, log)
+                rows[label]["size_bytes"] = size_of(path)
+                cached.parent.mkdir(exist_ok=True)
+                cached.write_text(json.dumps(rows[label], default=str))
+            print(f"[{model}] speed, {args.repeats} interleaved rounds", flush=True)
+            spec = {
+                "targets": [(label, str(path), runtime) for label, path, runtime in targets],
+                "base": str(src),
+                "text": text,
+                "ctx": args.ctx,
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "repeats": args.repeats,
+            }
+            load = os.getloadavg()[0]
+            for label, speed in child("--speed-rounds", spec, env, log).items():
+                rows[label].update(speed)
+            meta.setdefault("speed_load", {})[model] = round((load + os.getloadavg()[0]) / 2, 1)
             runs[model] = rows
             meta["text"], meta["tokens"] = (
                 rows["transformers fp32"]["text"],

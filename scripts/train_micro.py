@@ -456,8 +456,9 @@ def salient_section() -> list[str]:
         "| Qwen3-Micro | 4.3e-4 / 0.985 | 8.7e-3 / 0.931 |",
         "| Qwen3-Micro-MoE | 1.5e-3 / 0.979 | 1.09e-2 / 0.906 |",
         "",
-        "Measured by the real runtimes: `benchmarks/gptq.md` (GPTQ / AWQ / RTN), `benchmarks/quality_auto.md` (GGUF auto mixes);",
-        "`benchmarks/gguf.md` and `benchmarks/onnx.md` predate the salient channels.",
+        "Measured by the real runtimes: `benchmarks/quality.md` (every format and method), `benchmarks/quality_auto.md`",
+        "(GGUF auto mixes), `benchmarks/gptq.md`, `benchmarks/calibration.md`, `benchmarks/onnx.md`, `benchmarks/mlx.md`",
+        "and `benchmarks/gguf.md` (importance matrix); `benchmarks/README.md` says which sections predate the salient channels.",
     ]
     return lines
 
