@@ -83,9 +83,9 @@ model, out, mix, moe = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] 
 opts = {"calib": mix} | ({"starved_experts": "rtn"} if moe else {})
 quantize(model, "gptq", out_dir=out, validate=False, **opts)
 d = load_manifest(out)["variants"]["W4g128"]["details"]
+from qwen3_quant.io import sha256_file
 done(worker_peak=d["worker_peak_rss_bytes"], seconds_routing=d.get("seconds_routing"),
-     seconds_quantize=d.get("seconds_quantize"), sha={p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest()
-     for p in sorted(out.glob("*.safetensors"))})
+     seconds_quantize=d.get("seconds_quantize"), sha={p.name: sha256_file(p) for p in sorted(out.glob("*.safetensors"))})
 """
 )
 
@@ -217,17 +217,19 @@ def gptq_suite(args, models: dict) -> None:
 def render_gptq(data: dict) -> str:
     lines = [
         f"GPTQ W4g128, {data['calib_samples']} calibration samples of {data['calib_seq']} tokens; "
-        "peak RSS of the GPTQModel worker (VmHWM) and wall time of the whole quantize().",
+        "peak RSS (VmHWM) of the GPTQModel worker and of the calling process (calibration set, "
+        "export, manifest), and wall time of the whole quantize().",
         "",
-        "| model | params | before peak | after peak | after / before | before time | after time "
-        "| after / before | same weights |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | params | worker peak before | after | after / before | caller peak before | after "
+        "| time before | after | after / before | same weights |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
         b, a = r.get("before"), r.get("after")
         lines.append(
             f"| {r['model']} | {r['params'] / 1e9:.3g}B | {_cell(b, 'worker_peak')} | {_cell(a, 'worker_peak')} "
-            f"| {_ratio(a, b, 'worker_peak')} | {_cell(b, 'seconds')} | {_cell(a, 'seconds')} "
+            f"| {_ratio(a, b, 'worker_peak')} | {_cell(b, 'peak')} | {_cell(a, 'peak')} "
+            f"| {_cell(b, 'seconds')} | {_cell(a, 'seconds')} "
             f"| {_ratio(a, b, 'seconds')} | {'yes' if r.get('same_weights') else 'no'} |"
         )
     return "\n".join(lines)
