@@ -83,9 +83,18 @@ model, out, mix, moe = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] 
 opts = {"calib": mix} | ({"starved_experts": "rtn"} if moe else {})
 quantize(model, "gptq", out_dir=out, validate=False, **opts)
 d = load_manifest(out)["variants"]["W4g128"]["details"]
+import hashlib
+from safetensors import safe_open
+digest = hashlib.sha256()  # of the tensors (names, dtypes, values), not of the files' headers
+for shard in sorted(out.glob("*.safetensors")):
+    with safe_open(str(shard), "pt") as fh:
+        for name in sorted(fh.keys()):
+            t = fh.get_tensor(name)
+            digest.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+            digest.update(t.contiguous().view(-1).view(__import__("torch").uint8).numpy().tobytes())
+            del t
 done(worker_peak=d["worker_peak_rss_bytes"], seconds_routing=d.get("seconds_routing"),
-     seconds_quantize=d.get("seconds_quantize"), sha={p.name: __import__("hashlib").sha256(p.read_bytes()).hexdigest()
-     for p in sorted(out.glob("*.safetensors"))})
+     seconds_quantize=d.get("seconds_quantize"), sha={"tensors": digest.hexdigest()})
 """
 )
 
@@ -217,20 +226,30 @@ def gptq_suite(args, models: dict) -> None:
 def render_gptq(data: dict) -> str:
     lines = [
         f"GPTQ W4g128, {data['calib_samples']} calibration samples of {data['calib_seq']} tokens; "
-        "peak RSS of the GPTQModel worker (VmHWM) and wall time of the whole quantize().",
+        "peak RSS (VmHWM) of the GPTQModel worker and of the calling process (calibration set, "
+        "export, manifest), and wall time of the whole quantize().",
         "",
-        "| model | params | before peak | after peak | after / before | before time | after time "
-        "| after / before | same weights |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | params | worker peak before | after | after / before | caller peak before | after "
+        "| time before | after | after / before | same weights |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
         b, a = r.get("before"), r.get("after")
         lines.append(
             f"| {r['model']} | {r['params'] / 1e9:.3g}B | {_cell(b, 'worker_peak')} | {_cell(a, 'worker_peak')} "
-            f"| {_ratio(a, b, 'worker_peak')} | {_cell(b, 'seconds')} | {_cell(a, 'seconds')} "
-            f"| {_ratio(a, b, 'seconds')} | {'yes' if r.get('same_weights') else 'no'} |"
+            f"| {_ratio(a, b, 'worker_peak')} | {_cell(b, 'peak')} | {_cell(a, 'peak')} "
+            f"| {_cell(b, 'seconds')} | {_cell(a, 'seconds')} "
+            f"| {_ratio(a, b, 'seconds')} | {_same(r)} |"
         )
     return "\n".join(lines)
+
+
+def _same(row: dict) -> str:
+    """Whether before and after wrote the same tensors ("-" for rows measured when the check hashed
+    the files, whose headers the streaming float16 rewrite lays out differently)."""
+    if "tensors" not in ((row.get("after") or {}).get("sha") or {}):
+        return "-"
+    return "yes" if row.get("same_weights") else "no"
 
 
 def _cell(m: dict | None, key: str) -> str:
