@@ -266,6 +266,21 @@ def test_transformers_runner_places_the_model(micro_dense):
     assert fake.load_kwargs()["device_map"] == {"": "cuda:1"}
 
 
+def test_transformers_runner_logits_in_blocks_equal_the_window_logits(micro_dense, monkeypatch):
+    import numpy as np
+
+    from qwen3_quant.eval import transformers_runner
+    from qwen3_quant.eval.transformers_runner import TransformersRunner
+
+    monkeypatch.setattr(transformers_runner, "LOGIT_BLOCK", 128)
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, 8000, 300)]
+    with TransformersRunner(micro_dense, ctx=512, device=CPU) as r:
+        whole = r.logits(ids)
+        blocks = list(r.logits_blocks(ids))
+    assert [a for a, _ in blocks] == [0, 128, 256] and [len(b) for _, b in blocks] == [128, 128, 44]
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks]), whole, atol=1e-5)
+
+
 def test_gptqmodel_runner_names_its_kernels():
     import torch
 
