@@ -192,6 +192,51 @@ def test_one_measurement_serves_several_budgets():
     assert small.ftype == "Q4_K_M" and small.recipe()["auto_budget_bytes"] == 64
 
 
+def test_auto_type_gives_the_fixed_tensors_that_types_own_and_bpw_gives_q4_k_m_s():
+    from qwen3_quant.formats.gguf.autotype import Sensitivity, choose, named_budget
+
+    sizes = {n: {"Q2_K": 10, "Q4_K": 20, "Q8_0": 40} for n in ("blk.0.a", "blk.0.b")}
+    errors = {
+        "blk.0.a": {"Q2_K": 100.0, "Q4_K": 10.0, "Q8_0": 1.0},
+        "blk.0.b": {"Q2_K": 5.0, "Q4_K": 2.0, "Q8_0": 0.0},
+    }
+    # the measurement's fixed tensors are Q4_K_M's: embedding Q4_K (30 bytes), head Q6_K (40)
+    q4_fixed = {
+        "token_embd.weight": ("Q4_K", 30),
+        "output.weight": ("Q6_K", 40),
+        "output_norm.weight": ("F32", 4),
+    }
+    sens = Sensitivity(total_numel=400, sizes=sizes, errors=errors, fixed=q4_fixed, description="toy")
+    # Q3_K_M's own file: embedding Q3_K (22 bytes), head Q6_K, block tensors at Q3_K (15 each)
+    q3_file = {
+        "token_embd.weight": ("Q3_K", 22),
+        "output.weight": ("Q6_K", 40),
+        "output_norm.weight": ("F32", 4),
+        "blk.0.a": ("Q3_K", 15),
+        "blk.0.b": ("Q3_K", 15),
+    }
+    budget, fixed = named_budget(q3_file, errors)
+    assert budget == 96 and fixed == {
+        n: q3_file[n] for n in ("token_embd.weight", "output.weight", "output_norm.weight")
+    }
+    plan = choose(sens, "Q3_K_M", budget, fixed)
+    # the block tensors share Q3_K_M's own 30 bytes: with the embedding at Q4_K they would have 22
+    assert plan.chosen == {"blk.0.a": "Q4_K", "blk.0.b": "Q2_K"} and plan.data_bytes <= budget
+    assert plan.tensor_types == {"token_embd.weight": "Q3_K", "output.weight": "Q6_K", **plan.chosen}
+    assert plan.recipe()["auto_fixed_types_from"] == "Q3_K_M"
+    assert choose(sens, "Q3_K_M", budget).chosen == {
+        "blk.0.a": "Q2_K",
+        "blk.0.b": "Q2_K",
+    }  # Q4_K_M's: less left
+    # auto:<bits>bpw: the fixed tensors take Q4_K_M's types, whatever the budget
+    for bpw in (2.6, 6.0):
+        low = choose(sens, bpw, int(bpw * 400 / 8))
+        assert low.tensor_types["token_embd.weight"] == "Q4_K" and low.tensor_types["output.weight"] == "Q6_K"
+        assert low.recipe()["auto_fixed_types_from"] == "Q4_K_M"
+    with pytest.raises(UsageError, match="Q3_K_M's types"):
+        choose(sens, "Q3_K_M", 85, fixed)
+
+
 def test_a_kept_measurement_is_reused_only_for_the_same_inputs():
     import json
 

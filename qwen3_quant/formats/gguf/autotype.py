@@ -7,9 +7,12 @@ a byte budget (``--type auto:4.5bpw``).
    the expected squared error of that tensor's output over the calibration activations. Each
    tensor's errors are then scaled to KL divergence: llama.cpp runs the model with that tensor
    alone at the lowest candidate (the rest at Q8_0) on a few calibration windows.
-2. The budget (bits per weight over every tensor of the file) minus what the fixed tensors take (norms,
-   router, embeddings and output head at Q4_K_M's types) is shared among the block tensors by a
-   multiple-choice knapsack solved exactly by dynamic programming over the budget (``allocate``).
+2. The budget minus what the fixed tensors take (norms, router, embeddings, output head) is shared
+   among the block tensors by a multiple-choice knapsack solved exactly by dynamic programming over
+   the budget (``allocate``). ``auto:<type>``: the budget is that type's file and the fixed tensors
+   take exactly the types llama.cpp gives them there (read back from the file), so the block
+   tensors share what they share in ``<type>``. ``auto:<bits>bpw``: bits per weight over every
+   tensor, the fixed tensors at Q4_K_M's types (``FIXED_FROM``).
 3. llama.cpp quantises the file with one type override per tensor (``tt_overrides``), so the file is
    an ordinary GGUF that stock llama.cpp loads; the recipe records every tensor's type and the budget.
 
@@ -33,7 +36,8 @@ CANDIDATES: dict[str, str] = {
     "Q8_0": "Q8_0",
 }
 MIN_BPW, MAX_BPW = 2.5, 8.5
-# the file type whose rules give the tensors the allocator does not choose (embeddings, output head)
+# auto:<bits>bpw: the file type whose rules give the tensors the allocator does not choose
+# (embeddings, output head); auto:<type> takes <type>'s own
 FIXED_FROM = "Q4_K_M"
 _AUTO = re.compile(
     r"^\s*AUTO\s*[:\-_]\s*(?:(?P<bpw>\d+(?:\.\d+)?)\s*(?:BPW)?|(?P<type>[A-Z0-9_]+))\s*$", re.IGNORECASE
@@ -189,6 +193,7 @@ class AutoPlan:
     errors: dict[str, dict[str, float]]  # block tensor -> type -> importance-weighted error
     ftype: str  # the llama.cpp file type written in the header (the most used candidate's)
     sensitivity: str = "importance-weighted squared error per tensor and candidate type"
+    fixed_from: str = FIXED_FROM  # the llama.cpp type whose rules gave the tensors not chosen
 
     def recipe(self) -> dict:
         counts: dict[str, int] = {}
@@ -202,6 +207,7 @@ class AutoPlan:
             "auto_sensitivity": self.sensitivity,
             "auto_candidates": list(CANDIDATES),
             "auto_chosen_counts": dict(sorted(counts.items())),
+            "auto_fixed_types_from": self.fixed_from,
             "auto_tensor_types": dict(sorted(self.tensor_types.items())),
         }
 
@@ -377,11 +383,30 @@ def measure_sensitivity(
     return Sensitivity(total_numel, sizes, errors, fixed, description)
 
 
-def choose(sens: Sensitivity, target: float | str, budget: int) -> AutoPlan:
-    """The types for one budget (bytes of tensor data) from a measurement."""
+def named_budget(
+    tensors: Mapping[str, tuple[str, int]], chosen_by_mix
+) -> tuple[int, dict[str, tuple[str, int]]]:
+    """``auto:<type>``'s budget and fixed tensors from that type's own file (``tensors``: every
+    tensor's ggml type and bytes): all its tensor data, and the type and bytes llama.cpp gave each
+    tensor the mix does not choose (embeddings, output head, norms, routers)."""
+    chosen_by_mix = set(chosen_by_mix)
+    return sum(b for _, b in tensors.values()), {n: tb for n, tb in tensors.items() if n not in chosen_by_mix}
+
+
+def choose(
+    sens: Sensitivity,
+    target: float | str,
+    budget: int,
+    fixed: Mapping[str, tuple[str, int]] | None = None,
+) -> AutoPlan:
+    """The types for one budget (bytes of tensor data) from a measurement. ``fixed``: the types
+    and bytes of the tensors the mix does not choose (``auto:<type>``: that type's, from
+    ``named_budget``); None: the measurement's, Q4_K_M's rules (``auto:<bits>bpw``)."""
     from ...errors import UsageError
 
-    fixed_bytes = sum(b for _, b in sens.fixed.values())
+    fixed_from = FIXED_FROM if fixed is None else str(target)
+    fixed = sens.fixed if fixed is None else fixed
+    fixed_bytes = sum(b for _, b in fixed.values())
     options = {
         n: [Option(c, sens.sizes[n][c], e) for c, e in errs.items()] for n, errs in sens.errors.items()
     }
@@ -391,11 +416,11 @@ def choose(sens: Sensitivity, target: float | str, budget: int) -> AutoPlan:
         raise UsageError(
             f"--type {auto_name(target)}: {8 * budget / sens.total_numel:.2f} bits per weight is below the "
             f"smallest mix for this model ({need:.2f}: every block tensor at {next(iter(CANDIDATES))}, "
-            f"embeddings and output head at {FIXED_FROM}'s types)",
+            f"embeddings and output head at {fixed_from}'s types)",
             hint=f"ask for at least auto:{math.ceil(need * 10) / 10:g}bpw",
         )
     chosen = allocate(options, budget - fixed_bytes)
-    types = {n: t for n, (t, _) in sens.fixed.items() if t not in ("F32", "F16", "BF16")}
+    types = {n: t for n, (t, _) in fixed.items() if t not in ("F32", "F16", "BF16")}
     types.update({n: o.ggml_type for n, o in chosen.items()})
     counts: dict[str, int] = {}
     for o in chosen.values():
@@ -411,22 +436,32 @@ def choose(sens: Sensitivity, target: float | str, budget: int) -> AutoPlan:
         errors=sens.errors,
         ftype=ftype,
         sensitivity=sens.description,
+        fixed_from=fixed_from,
     )
 
 
-def budget_of(base, imatrix, target: float | str, scratch, total_numel: int, *, threads=None) -> int:
-    """Bytes of tensor data: ``target`` bits per weight over all tensors, or the tensor data of
-    the named llama.cpp file type quantised from ``base`` with ``imatrix``."""
+def budget_of(
+    base, imatrix, target: float | str, scratch, sens: Sensitivity, *, threads=None
+) -> tuple[int, dict[str, tuple[str, int]] | None]:
+    """Bytes of tensor data and the fixed tensors' types and bytes: ``target`` bits per weight over
+    all tensors (fixed: None, the measurement's), or what the named llama.cpp file type quantised
+    from ``base`` with ``imatrix`` has (``named_budget``)."""
+    import gguf
+
     from .quantizer import quantize_gguf
 
     if not isinstance(target, str):
-        return budget_bytes(target, total_numel)
+        return budget_bytes(target, sens.total_numel), None
     out = scratch / f"auto-budget-{target}.gguf"
     quantize_gguf(base, out, target, imatrix=imatrix, threads=threads)
     try:
-        return sum(int(t.n_bytes) for t in _tensors(out).values())
+        written = {
+            n: (gguf.GGMLQuantizationType(t.tensor_type).name, int(t.n_bytes))
+            for n, t in _tensors(out).items()
+        }
     finally:
         out.unlink()
+    return named_budget(written, sens.errors)
 
 
 def plan_auto(
@@ -445,5 +480,5 @@ def plan_auto(
     sens = sensitivity or measure_sensitivity(
         base, imatrix, scratch, threads=threads, progress=progress, kld_windows=kld_windows
     )
-    budget = budget_of(base, imatrix, target, scratch, sens.total_numel, threads=threads)
-    return choose(sens, target, budget)
+    budget, fixed = budget_of(base, imatrix, target, scratch, sens, threads=threads)
+    return choose(sens, target, budget, fixed)
