@@ -75,8 +75,20 @@ class Qwen3MoeBuilderModel(Qwen3Model):
         self.layernorm_attrs["skip_input"] = f"{name}/output_0"
 
 
-def create_qwen3_moe(src: Path, out: Path, precision: str, ep: str, cache_dir: Path, options: dict) -> None:
-    """What the builder's ``create_model`` does for the models it knows, for Qwen3-MoE."""
+def build_with(
+    cls,
+    input_path: Path,
+    out: Path,
+    precision: str,
+    ep: str,
+    cache_dir: Path,
+    options: dict,
+    *,
+    genai_type: str | None = None,
+    prepare=None,
+) -> None:
+    """What the builder's ``create_model`` does, with the builder class ``cls``; ``prepare(model)``
+    runs before the graph is made, and ``genai_type`` replaces genai_config.json's model type."""
     options = dict(options)
     effective = options.pop("_effective_builder_config", None)
     if effective is not None:
@@ -87,12 +99,20 @@ def create_qwen3_moe(src: Path, out: Path, precision: str, ep: str, cache_dir: P
     onnx_dtype = gb.set_onnx_dtype(precision, options)
     os.makedirs(out, exist_ok=True)
     os.makedirs(cache_dir, exist_ok=True)
-    model = Qwen3MoeBuilderModel(config, io_dtype, onnx_dtype, ep, str(cache_dir), options)
-    model.make_model(str(src))
+    model = cls(config, io_dtype, onnx_dtype, ep, str(cache_dir), options)
+    if prepare is not None:
+        prepare(model)
+    model.make_model(str(input_path))
     model.save_model(str(out))
     model.make_genai_config(config, hf["extra_kwargs"], str(out))
     model.save_processing(hf["hf_name"], hf["extra_kwargs"], str(out))
-    cfg_path = Path(out) / "genai_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["model"]["type"] = GENAI_MODEL_TYPE
-    cfg_path.write_text(json.dumps(cfg, indent=4) + "\n")
+    if genai_type is not None:
+        cfg_path = Path(out) / "genai_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["model"]["type"] = genai_type
+        cfg_path.write_text(json.dumps(cfg, indent=4) + "\n")
+
+
+def create_qwen3_moe(src: Path, out: Path, precision: str, ep: str, cache_dir: Path, options: dict) -> None:
+    """What the builder's ``create_model`` does for the models it knows, for Qwen3-MoE."""
+    build_with(Qwen3MoeBuilderModel, src, out, precision, ep, cache_dir, options, genai_type=GENAI_MODEL_TYPE)

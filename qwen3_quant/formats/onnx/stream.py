@@ -21,7 +21,6 @@ builder.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime_genai.models  # noqa: F401  (puts the builder's modules on sys.path)
-import onnxruntime_genai.models.builder as gb
 import torch
 from builders.base import Model as BuilderModel
 from builders.qwen import Qwen3Model
@@ -39,7 +37,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.quantization.quant_utils import QuantFormat
 
 from ...layerwise import CheckpointTensors, release_freed_memory
-from .moe import GENAI_MODEL_TYPE, Qwen3MoeBuilderModel
+from .moe import GENAI_MODEL_TYPE, Qwen3MoeBuilderModel, build_with
 from .sizes import QUANTISER_CHUNK_BYTES
 
 DATA_FILE = "model.onnx.data"
@@ -378,25 +376,19 @@ def create_streaming(
     options: dict,
 ) -> None:
     """What the builder's ``create_model`` does for Qwen3 (and the project's MoE), a layer at a time."""
-    options = dict(options)
-    effective = options.pop("_effective_builder_config", None)
-    if effective is not None:
-        precision = effective.precision
-    hf = options.pop("hf_details")
-    config = hf["hf_config"]
-    io_dtype = gb.set_io_dtype(precision, ep, options)
-    onnx_dtype = gb.set_onnx_dtype(precision, options)
-    os.makedirs(out, exist_ok=True)
-    os.makedirs(cache_dir, exist_ok=True)
-    cls = StreamingQwen3Moe if kind == "moe" else StreamingQwen3
-    model = cls(config, io_dtype, onnx_dtype, ep, str(cache_dir), options)
-    model.checkpoint, model.out_dir = checkpoint, Path(out)
-    model.make_model(str(checkpoint.info.path))
-    model.save_model(str(out))
-    model.make_genai_config(config, hf["extra_kwargs"], str(out))
-    model.save_processing(hf["hf_name"], hf["extra_kwargs"], str(out))
-    if kind == "moe":
-        cfg_path = Path(out) / "genai_config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["model"]["type"] = GENAI_MODEL_TYPE
-        cfg_path.write_text(json.dumps(cfg, indent=4) + "\n")
+
+    def prepare(model) -> None:
+        model.checkpoint, model.out_dir = checkpoint, Path(out)
+
+    moe = kind == "moe"
+    build_with(
+        StreamingQwen3Moe if moe else StreamingQwen3,
+        checkpoint.info.path,
+        out,
+        precision,
+        ep,
+        cache_dir,
+        options,
+        genai_type=GENAI_MODEL_TYPE if moe else None,
+        prepare=prepare,
+    )
