@@ -99,6 +99,22 @@ done(worker_peak=d["worker_peak_rss_bytes"], seconds_routing=d.get("seconds_rout
 )
 
 
+def bench_models(work: Path, layers: list[int]) -> dict[str, Path]:
+    """The micro models and Qwen3-0.6B-shaped checkpoints (real config, random weights) of ``layers``
+    decoder layers, made in ``work`` the first time."""
+    from qwen3_quant.catalog import bundled_models
+    from qwen3_quant.testing.synthetic import catalog_shape, write_random_checkpoint
+
+    work.mkdir(parents=True, exist_ok=True)
+    models = dict(bundled_models())
+    for n in layers:
+        p = work / f"Qwen3-0.6B-shape-L{n}"
+        if not (p / "config.json").is_file():
+            write_random_checkpoint(catalog_shape("Qwen3-0.6B", layers=n), p)
+        models[f"Qwen3-0.6B shape, {n} layers"] = p
+    return models
+
+
 def run(tree: Path, program: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(
@@ -133,18 +149,10 @@ def main() -> None:
         print(render_gptq(data) if data.get("suite") == "gptq" else render(data))
         return
     sys.path.insert(0, str(HERE))
-    from qwen3_quant.catalog import bundled_models
     from qwen3_quant.catalog.architecture import param_counts
     from qwen3_quant.checkpoint import inspect_checkpoint
-    from qwen3_quant.testing.synthetic import catalog_shape, write_random_checkpoint
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    models = dict(bundled_models())
-    for n in args.layers:
-        p = args.work / f"Qwen3-0.6B-shape-L{n}"
-        if not (p / "config.json").is_file():
-            write_random_checkpoint(catalog_shape("Qwen3-0.6B", layers=n), p)
-        models[f"Qwen3-0.6B shape, {n} layers"] = p
+    models = bench_models(args.work, args.layers)
     if args.only:
         models = {k: v for k, v in models.items() if any(o in k for o in args.only)}
     if args.suite == "gptq":

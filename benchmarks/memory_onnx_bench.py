@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "benchmarks"))
-from memory_bench import _COMMON, _cell, _ratio, run  # noqa: E402
+from memory_bench import _COMMON, _cell, _ratio, bench_models, run  # noqa: E402
 
 EXPORT_ONNX = (
     _COMMON
@@ -50,18 +50,10 @@ def main() -> None:
         print(render(json.loads(args.render.read_text())))
         return
     sys.path.insert(0, str(HERE))
-    from qwen3_quant.catalog import bundled_models
     from qwen3_quant.catalog.architecture import param_counts
     from qwen3_quant.checkpoint import inspect_checkpoint
-    from qwen3_quant.testing.synthetic import catalog_shape, write_random_checkpoint
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    models = dict(bundled_models())
-    for n in args.layers:
-        p = args.work / f"Qwen3-0.6B-shape-L{n}"
-        if not (p / "config.json").is_file():
-            write_random_checkpoint(catalog_shape("Qwen3-0.6B", layers=n), p)
-        models[f"Qwen3-0.6B shape, {n} layers"] = p
+    models = bench_models(args.work, args.layers)
     rows = []
     for name, path in models.items():
         params = param_counts(inspect_checkpoint(path).arch).total
