@@ -54,9 +54,9 @@ def _quantise_peak(model: Path, work: Path) -> dict:
 
 @pytest.mark.slow
 def test_gptq_peak_stays_flat_as_depth_grows(tmp_path):
-    """Same width, 2 and 12 decoder layers (18 MB of bf16 weights a layer, 178 MB more in all):
-    the worker's peak grows by less than four layers' bf16 weights (measured: about 40 MB from 2
-    to 10 layers, the noise of when the peak is reached; a whole-model load grows by all ten)."""
+    """Same width, 2 and 22 decoder layers (18 MB of bf16 weights a layer, 356 MB more in all): the
+    worker's peak grows by less than half of what was added (measured: 40 to 90 MB, the noise of
+    when the peak is reached; a whole-model load grows by all of it)."""
     pytest.importorskip("gptqmodel")
     from qwen3_quant.catalog import catalog
     from qwen3_quant.formats.gptqmodel import GPTQ_FORMAT
@@ -64,14 +64,14 @@ def test_gptq_peak_stays_flat_as_depth_grows(tmp_path):
     from qwen3_quant.working_set import gptq_quantise_peak_bytes
 
     arch = tiny_arch(catalog()["Qwen3-8B"].arch, layers=2, hidden=1024)
-    deep_arch = dataclasses.replace(arch, num_hidden_layers=12)
+    deep_arch = dataclasses.replace(arch, num_hidden_layers=22)
     shallow = build_model(arch, tmp_path / "L2")
-    deep = build_model(deep_arch, tmp_path / "L12")
+    deep = build_model(deep_arch, tmp_path / "L22")
     layer_params = 2 * 1024 * 1024 + 2 * 1024 * 256 + 3 * 1024 * 2048
     small = _quantise_peak(shallow, tmp_path / "w2")["peak_rss_bytes"]
-    big = _quantise_peak(deep, tmp_path / "w12")["peak_rss_bytes"]
-    assert big - small < 4 * 2 * layer_params, (small, big)
-    assert not (tmp_path / "w12" / "offload").exists()  # removed once the checkpoint is saved
+    big = _quantise_peak(deep, tmp_path / "w22")["peak_rss_bytes"]
+    assert big - small < 0.5 * 20 * 2 * layer_params, (small, big)
+    assert not (tmp_path / "w22" / "offload").exists()  # removed once the checkpoint is saved
     # the estimate `models` and `build --plan` use covers the measured peak, without gross excess
     est = gptq_quantise_peak_bytes(deep_arch, samples=SAMPLES, seq=SEQ)
     assert big <= est < big + 0.6e9, (big, est)
