@@ -192,35 +192,28 @@ class StreamingBuilderMixin:
         return rows.numel() * 4 > self.chunk_bytes
 
     def make_matmul_float(self, matmul, name, root_input, **kwargs):
-        if not self._quantises(name, "MatMul"):
-            if not self._large(matmul.weight):
-                return super().make_matmul_float(matmul, name, root_input, **kwargs)
-            # the builder's make_matmul_float, with the weight written in blocks instead of held
-            weight = name[1:].replace("/", ".") + ".weight"
-            self._write_float_rows(weight, matmul.weight, transpose=True)
-            seq_dim = kwargs.get("seq_dim", "sequence_length")
-            output = "logits" if kwargs.get("logits", False) else f"{name}/output_0"
-            self.make_node("MatMul", inputs=[root_input, weight], outputs=[output], name=name)
-            self.make_value(
-                output,
-                self.io_dtype,
-                shape=self.make_hidden_state_shape(seq_dim=seq_dim, last_dim=matmul.weight.shape[0]),
-            )
-            return name
+        quantised = self._quantises(name, "MatMul")
+        if not quantised and not self._large(matmul.weight):
+            return super().make_matmul_float(matmul, name, root_input, **kwargs)
+        # the builder's make_matmul_float, with the weight quantised or written in blocks, never held
         weight_name = name[1:].replace("/", ".") + ".weight"
         out_f, in_f = matmul.weight.shape
         output = "logits" if kwargs.get("logits", False) else f"{name}/output_0"
-        elem = int(self.io_dtype)  # ir.DataType numbers are ONNX's
-        self._emit_quantised(
-            helper.make_node("MatMul", [root_input, weight_name], [output], name=name),
-            weight_name,
-            matmul.weight,
-            transpose=True,  # the builder's initialiser is the transposed weight (B of the MatMul)
-            value_info=lambda n: (
-                [helper.make_tensor_value_info(root_input, elem, ["n", in_f])],
-                [helper.make_tensor_value_info(output, elem, ["n", n])],
-            ),
-        )
+        if quantised:
+            elem = int(self.io_dtype)  # ir.DataType numbers are ONNX's
+            self._emit_quantised(
+                helper.make_node("MatMul", [root_input, weight_name], [output], name=name),
+                weight_name,
+                matmul.weight,
+                transpose=True,  # the builder's initialiser is the transposed weight (B of the MatMul)
+                value_info=lambda n: (
+                    [helper.make_tensor_value_info(root_input, elem, ["n", in_f])],
+                    [helper.make_tensor_value_info(output, elem, ["n", n])],
+                ),
+            )
+        else:
+            self._write_float_rows(weight_name, matmul.weight, transpose=True)
+            self.make_node("MatMul", inputs=[root_input, weight_name], outputs=[output], name=name)
         seq_dim = kwargs.get("seq_dim", "sequence_length")
         self.make_value(
             output, self.io_dtype, shape=self.make_hidden_state_shape(seq_dim=seq_dim, last_dim=out_f)
